@@ -1,0 +1,3 @@
+from reinforcepp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""Training losses: the PPO clipped surrogate, the clipped value loss, KL as a loss term, entropy.
+
+Shapes: B sequences, T response positions, V vocabulary. ``mask`` [B, T] is 1 on tokens that count.
+
+Every loss is a per-token matrix reduced by ``aggregate``. Under gradient accumulation the caller
+passes the *global* normalizer of the optimizer step (``num_tokens``, ``num_seqs``): the sum of the
+micro-batch losses is then exactly the loss of the whole step, whatever the micro-batch split
+(the bug class of OpenRLHF PR #1249 and verl #5625).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .kl import kl_estimate
+from .masked import masked_mean, masked_sum
+
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+# Bound on |log pi - log pi_old| before exp(): a ratio of e^20 is already meaningless, and it keeps
+# one stale token from producing inf (OpenRLHF and verl clamp at 20 too).
+LOG_RATIO_CLAMP = 20.0
+
+
+def aggregate(
+    loss: torch.Tensor,
+    mask: torch.Tensor,
+    agg: str = "token-mean",
+    *,
+    num_tokens: float | torch.Tensor | None = None,
+    num_seqs: float | torch.Tensor | None = None,
+    token_norm: float | None = None,
+) -> torch.Tensor:
+    """Reduce a per-token loss [B, T] to a scalar.
+
+        token-mean:              sum_{b,t} m l / N_tok               (DAPO; the default)
+        seq-mean-token-mean:     sum_b (sum_t m l / sum_t m) / N_seq (original GRPO)
+        seq-mean-token-sum-norm: sum_{b,t} m l / (N_seq * C)         (Dr.GRPO: a constant C, no length bias)
+
+    N_tok (``num_tokens``) and N_seq (``num_seqs``) default to this batch's valid-token count and
+    non-empty-sequence count; pass the optimizer step's global counts under micro-batching.
+    C (``token_norm``) defaults to T; pass the generation budget (max new tokens) so that it does not
+    depend on padding.
+    """
+    if agg == "token-mean":
+        denom = mask.sum() if num_tokens is None else num_tokens
+        return masked_sum(loss, mask) / torch.as_tensor(denom, dtype=loss.dtype).clamp(min=1.0)
+    seq_lens = mask.to(loss.dtype).sum(dim=1)  # [B]
+    if num_seqs is None:
+        num_seqs = (seq_lens > 0).sum()
+    num_seqs = torch.as_tensor(num_seqs, dtype=loss.dtype).clamp(min=1.0)
+    if agg == "seq-mean-token-mean":
+        per_seq = masked_sum(loss, mask, dim=1) / seq_lens.clamp(min=1.0)  # [B]
+        return per_seq.sum() / num_seqs
+    if agg == "seq-mean-token-sum-norm":
+        C = float(loss.shape[1] if token_norm is None else token_norm)
+        return masked_sum(loss, mask) / (num_seqs * C)
+    raise ValueError(f"unknown loss aggregation {agg!r}; expected one of {AGGREGATIONS}")
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    dual_clip: float | None = None,
+    agg: str = "token-mean",
+    num_tokens: float | torch.Tensor | None = None,
+    num_seqs: float | torch.Tensor | None = None,
+    token_norm: float | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO clipped surrogate (paper eq. 1), with clip-higher (DAPO) and dual clip (Ye et al. 2020).
+
+        rho_t  = pi_theta(o_t) / pi_old(o_t) = exp(logp - old_logp)
+        l_t    = -min(rho_t * A_t, clip(rho_t, 1 - eps_low, 1 + eps_high) * A_t)
+        dual:  l_t = min(l_t, -c * A_t)  for A_t < 0     (the objective is bounded below by c * A_t)
+        loss   = aggregate(l, mask, agg)
+
+    Args:
+        logp: [B, T] log-probs of the sampled tokens under the current policy (with grad).
+        old_logp: [B, T] the same under the rollout policy pi_old (no grad).
+        advantages: [B, T].
+        dual_clip: c > 1, or None for no dual clip.
+    Returns:
+        (loss [], stats) where stats holds detached [] tensors over this batch's valid tokens:
+        ``clip_frac`` (tokens whose clipped branch is active), ``clip_frac_low`` / ``clip_frac_high``
+        (ratio below 1 - eps_low with A < 0 / above 1 + eps_high with A > 0), ``dual_clip_frac``,
+        ``approx_kl`` (k1 of pi_old against pi_theta: mean of old_logp - logp) and ``approx_kl_k3``.
+    """
+    log_ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # [B, T]
+    ratio = log_ratio.exp()
+    surr = ratio * advantages
+    surr_clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
+    loss = -torch.minimum(surr, surr_clipped)  # [B, T]
+    dual_active = torch.zeros_like(mask, dtype=torch.bool)
+    if dual_clip is not None:
+        dual_active = (advantages < 0) & (loss > -dual_clip * advantages)
+        loss = torch.where(dual_active, -dual_clip * advantages, loss)
+
+    with torch.no_grad():
+        d = old_logp - logp  # log pi_old / pi_theta on tokens sampled from pi_old
+        stats = {
+            "clip_frac": masked_mean((surr_clipped < surr).float(), mask),
+            "clip_frac_low": masked_mean(((ratio < 1.0 - clip_low) & (advantages < 0)).float(), mask),
+            "clip_frac_high": masked_mean(((ratio > 1.0 + clip_high) & (advantages > 0)).float(), mask),
+            "dual_clip_frac": masked_mean(dual_active.float(), mask),
+            "approx_kl": masked_mean(d, mask),
+            "approx_kl_k3": masked_mean(torch.expm1(-d) + d, mask),
+        }
+    total = aggregate(loss, mask, agg, num_tokens=num_tokens, num_seqs=num_seqs, token_norm=token_norm)
+    return total, stats
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip: float | None = 0.5,
+    agg: str = "token-mean",
+    num_tokens: float | torch.Tensor | None = None,
+    num_seqs: float | torch.Tensor | None = None,
+    token_norm: float | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped value loss of PPO's critic (Schulman et al. 2017; OpenRLHF ``ValueLoss``).
+
+        V_clip = V_old + clip(V - V_old, -c, c)                     (c absolute, default 0.5)
+        l_t    = 1/2 * max((V_t - R_t)^2, (V_clip_t - R_t)^2)       (1/2 * (V_t - R_t)^2 when c is None)
+
+    Shapes: values [B, T] (with grad), old_values [B, T], returns [B, T], mask [B, T] ->
+    (loss [], stats {"value_clip_frac": []}).
+    """
+    err = (values - returns).square()
+    if clip is None:
+        loss = 0.5 * err
+        clipped = torch.zeros_like(mask, dtype=torch.bool)
+    else:
+        values_clipped = old_values + (values - old_values).clamp(-clip, clip)
+        err_clipped = (values_clipped - returns).square()
+        loss = 0.5 * torch.maximum(err, err_clipped)
+        clipped = err_clipped > err
+    stats = {"value_clip_frac": masked_mean(clipped.float(), mask).detach()}
+    total = aggregate(loss, mask, agg, num_tokens=num_tokens, num_seqs=num_seqs, token_norm=token_norm)
+    return total, stats
+
+
+def kl_loss(
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    mask: torch.Tensor,
+    estimator: str = "k2",
+    *,
+    clamp: float | None = None,
+    agg: str = "token-mean",
+    num_tokens: float | torch.Tensor | None = None,
+    num_seqs: float | torch.Tensor | None = None,
+    token_norm: float | None = None,
+) -> torch.Tensor:
+    """KL to the reference as a loss term, added to the policy loss as beta * kl_loss (GRPO eq. 3).
+
+        loss = aggregate(k(logp - ref_logp), mask)      k = k2 (REINFORCE++-baseline) or k3 (GRPO)
+
+    The gradient flows through ``logp``. On-policy, E[grad k2] = grad KL(pi || ref) exactly, while
+    E[grad k3] = grad KL(ref || pi) and E[grad k1] = 0 (tests/algos/test_kl_closed_form.py).
+
+    Shapes: logp [B, T] (with grad), ref_logp [B, T], mask [B, T] -> [].
+    """
+    per_token = kl_estimate(logp, ref_logp.detach(), estimator, clamp=clamp)
+    return aggregate(per_token, mask, agg, num_tokens=num_tokens, num_seqs=num_seqs, token_norm=token_norm)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Token entropy H_t = -sum_v p_v log p_v = logsumexp(z) - sum_v p_v z_v, with p = softmax(z).
+
+    Shapes: logits [B, T, V] -> [B, T] float32.
+    """
+    z = logits.float()
+    p = torch.softmax(z, dim=-1)
+    return torch.logsumexp(z, dim=-1) - (p * z).sum(dim=-1)

@@ -1,0 +1,100 @@
+"""Cross-field rules of the config tree; each problem is a `dotted.path: why` line."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from reinforcepp.algos import GROUP_ESTIMATORS
+
+if TYPE_CHECKING:
+    from reinforcepp.config.schema import Config
+
+
+def cross_field_problems(cfg: Config) -> list[str]:
+    """Every rule the config breaks, all at once."""
+    return [
+        *_group_sampling(cfg),
+        *_batch_divisibility(cfg),
+        *_kl_placement(cfg),
+        *_critic_usage(cfg),
+        *_unused_settings(cfg),
+    ]
+
+
+def cross_field_warnings(cfg: Config) -> list[str]:
+    kl = cfg.algo.kl
+    if kl.coef > 0 and kl.placement == "reward" and kl.estimator != "k1":
+        return [
+            f"algo.kl.estimator: {kl.estimator!r} with algo.kl.placement='reward': a detached KL "
+            "penalty in the reward is an unbiased gradient of KL(pi||ref) only for k1; "
+            "use k1 in the reward, or move k2/k3 to the loss"
+        ]
+    return []
+
+
+def _group_sampling(cfg: Config) -> list[str]:
+    estimator, n = cfg.algo.advantage.estimator, cfg.rollout.n_samples_per_prompt
+    if estimator in GROUP_ESTIMATORS and n < 2:
+        return [
+            f"rollout.n_samples_per_prompt: algo.advantage.estimator={estimator!r} needs at least 2 "
+            f"samples per prompt (got {n}): it compares samples of one prompt; "
+            "with 1 sample every advantage is 0"
+        ]
+    return []
+
+
+def _batch_divisibility(cfg: Config) -> list[str]:
+    problems = []
+    prompts, n = cfg.rollout.batch_size, cfg.rollout.n_samples_per_prompt
+    train, micro = cfg.train.batch_size, cfg.train.micro_batch_size
+    if (prompts * n) % train:
+        problems.append(
+            f"train.batch_size: rollout.batch_size * rollout.n_samples_per_prompt = {prompts} * {n} "
+            f"= {prompts * n} samples per RL step is not divisible by train.batch_size = {train}"
+        )
+    if train % micro:
+        problems.append(
+            f"train.micro_batch_size: train.batch_size = {train} is not divisible by "
+            f"train.micro_batch_size = {micro}"
+        )
+    return problems
+
+
+def _kl_placement(cfg: Config) -> list[str]:
+    kl = cfg.algo.kl
+    if kl.coef > 0 and kl.placement == "loss" and kl.estimator == "k1":
+        return [
+            "algo.kl.estimator: 'k1' with algo.kl.placement='loss' has zero expected gradient "
+            "(E_pi[grad log pi] = 0), so the KL term silently does nothing; use k2 (an unbiased "
+            "gradient of KL(pi||ref)) or k3 as a loss, or put k1 in the reward (algo.kl.placement=reward)"
+        ]
+    return []
+
+
+def _critic_usage(cfg: Config) -> list[str]:
+    estimator, enabled = cfg.algo.advantage.estimator, cfg.critic.enabled
+    if estimator == "gae" and not enabled:
+        return ["critic.enabled: algo.advantage.estimator='gae' needs a value model; set critic.enabled=true"]
+    if enabled and estimator != "gae":
+        return [
+            f"critic.enabled: true, but algo.advantage.estimator={estimator!r} never reads a critic "
+            "(only 'gae' does); set critic.enabled=false or use gae"
+        ]
+    return []
+
+
+def _unused_settings(cfg: Config) -> list[str]:
+    # A setting that nothing reads is a mistake the user should hear about.
+    problems = []
+    advantage, loss = cfg.algo.advantage, cfg.algo.loss
+    if advantage.lam != 1.0 and advantage.estimator != "gae":
+        problems.append(
+            f"algo.advantage.lam: {advantage.lam} only applies to algo.advantage.estimator='gae' "
+            f"(got {advantage.estimator!r}); leave it at 1.0"
+        )
+    if loss.token_norm is not None and loss.agg != "seq-mean-token-sum-norm":
+        problems.append(
+            f"algo.loss.token_norm: {loss.token_norm} is only used by "
+            f"algo.loss.agg='seq-mean-token-sum-norm' (got {loss.agg!r}); remove it or change the agg"
+        )
+    return problems

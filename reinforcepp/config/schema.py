@@ -1,0 +1,166 @@
+"""The typed config tree. Defaults are the REINFORCE++ paper's (arXiv 2501.03262) and live only here."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+from reinforcepp.algos import AGGREGATIONS, ESTIMATORS, KL_ESTIMATORS
+from reinforcepp.config.checks import cross_field_problems, cross_field_warnings
+from reinforcepp.config.errors import ConfigError, ConfigWarning, config_error_from
+
+Fraction = Annotated[float, Field(ge=0, le=1)]
+AdamBeta = Annotated[float, Field(ge=0, lt=1)]
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos, and assignments must pass the same checks as loading.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    policy: str = Field("", description="Policy model: HF hub id or local directory.")
+    reference: str | None = Field(None, description="Reference model for the KL term; None = the policy.")
+    critic: str | None = Field(None, description="Critic initialisation; None = the policy.")
+    reward_model: str | None = Field(None, description="Reward model: HF hub id or local directory.")
+    gguf_file: str | None = Field(None, description="GGUF file inside the policy repo/dir to load from.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Weights dtype; auto = float32 on CPU, bfloat16 on GPU."
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
+
+
+class DataConfig(_Section):
+    prompts: str | None = Field(None, description="Prompt dataset: HF hub id or local file.")
+    prompt_key: str = Field("prompt", description="Column holding the prompt.")
+    label_key: str = Field("label", description="Column holding the reference answer for rule rewards.")
+    max_prompt_len: PositiveInt = Field(1024, description="Prompts are truncated to this many tokens.")
+    apply_chat_template: bool = Field(True, description="Wrap prompts in the tokenizer's chat template.")
+
+
+class RolloutConfig(_Section):
+    batch_size: PositiveInt = Field(256, description="Prompts per RL step.")
+    n_samples_per_prompt: PositiveInt = Field(1, description="Completions sampled per prompt.")
+    max_new_tokens: PositiveInt = Field(1024, description="Generation length limit.")
+    temperature: PositiveFloat = Field(1.0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass; 1 = off.")
+    top_k: int = Field(0, ge=0, description="Top-k sampling; 0 = off.")
+    engine: Literal["torch", "vllm"] = Field("torch", description="Generation backend.")
+
+
+class AdvantageConfig(_Section):
+    estimator: Literal[ESTIMATORS] = Field("reinforce_pp", description="How returns become advantages.")
+    gamma: Fraction = Field(1.0, description="Discount factor.")
+    lam: Fraction = Field(1.0, description="GAE lambda; only used by the gae estimator.")
+
+
+class KLConfig(_Section):
+    coef: float = Field(0.01, ge=0, description="KL weight; 0 = no KL term and no reference model.")
+    estimator: Literal[KL_ESTIMATORS] = Field("k1", description="Per-token KL(pi||ref) estimator.")
+    placement: Literal["reward", "loss"] = Field(
+        "reward", description="Subtract KL from the reward, or add it to the loss."
+    )
+    clamp: PositiveFloat | None = Field(
+        10.0, description="Clamp the per-token estimate to [-clamp, clamp] (as OpenRLHF); None = off."
+    )
+
+
+class LossConfig(_Section):
+    clip_low: PositiveFloat = Field(0.2, description="PPO ratio clip below: 1 - clip_low.")
+    clip_high: PositiveFloat = Field(0.2, description="PPO ratio clip above: 1 + clip_high.")
+    dual_clip: Annotated[float, Field(gt=1)] | None = Field(
+        None, description="Dual-clip bound for negative advantages; None = off."
+    )
+    agg: Literal[AGGREGATIONS] = Field(
+        "token-mean", description="How per-token losses reduce to one number."
+    )
+    token_norm: PositiveInt | None = Field(
+        None,
+        description="Divisor of seq-mean-token-sum-norm; None = rollout.max_new_tokens.",
+    )
+    entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus weight.")
+
+
+class AlgoConfig(_Section):
+    advantage: AdvantageConfig = Field(default_factory=AdvantageConfig, description="Advantage estimation.")
+    kl: KLConfig = Field(default_factory=KLConfig, description="KL regularisation toward the reference.")
+    loss: LossConfig = Field(default_factory=LossConfig, description="Policy loss.")
+
+
+class OptimConfig(_Section):
+    lr: PositiveFloat = Field(description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    betas: tuple[AdamBeta, AdamBeta] = Field((0.9, 0.95), description="AdamW betas.")
+    eps: float = Field(1e-8, ge=0, description="AdamW epsilon.")
+    max_grad_norm: PositiveFloat | None = Field(1.0, description="Gradient clipping norm; None = off.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "cosine", description="LR schedule after warmup."
+    )
+    min_lr_ratio: Fraction = Field(0.1, description="Final LR as a fraction of lr.")
+
+
+# The role-specific lr defaults live on subclasses so a partial `optim:` section keeps them.
+class ActorOptimConfig(OptimConfig):
+    lr: PositiveFloat = Field(5e-7, description="Peak actor learning rate.")
+
+
+class CriticOptimConfig(OptimConfig):
+    lr: PositiveFloat = Field(9e-6, description="Peak critic learning rate.")
+
+
+class ActorConfig(_Section):
+    optim: ActorOptimConfig = Field(default_factory=ActorOptimConfig, description="Actor optimizer.")
+
+
+class CriticConfig(_Section):
+    enabled: bool = Field(False, description="Train a value model; required by, and only used by, gae.")
+    optim: CriticOptimConfig = Field(default_factory=CriticOptimConfig, description="Critic optimizer.")
+    value_clip: PositiveFloat | None = Field(0.5, description="Value-loss clip range; None = off.")
+
+
+class TrainConfig(_Section):
+    batch_size: PositiveInt = Field(128, description="Samples per optimizer step.")
+    micro_batch_size: PositiveInt = Field(8, description="Samples per forward/backward pass.")
+    epochs: PositiveInt = Field(1, description="Passes over each RL step's samples.")
+    num_steps: PositiveInt = Field(100, description="RL steps to run.")
+
+
+class Config(_Section):
+    seed: int = Field(42, description="Random seed.")
+    output_dir: str = Field("runs/default", description="Where checkpoints and logs go.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Which models to load.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Prompt data.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Sampling.")
+    algo: AlgoConfig = Field(default_factory=AlgoConfig, description="The RL algorithm.")
+    actor: ActorConfig = Field(default_factory=ActorConfig, description="Policy training.")
+    critic: CriticConfig = Field(default_factory=CriticConfig, description="Value model training.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Batching and run length.")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Config:
+        problems = cross_field_problems(self)
+        if problems:
+            raise ConfigError(*problems)
+        for message in cross_field_warnings(self):
+            warnings.warn(message, ConfigWarning, stacklevel=2)
+        return self
+
+
+def validate_config(data: Mapping[str, Any]) -> Config:
+    """Build a Config from plain data; every problem is reported in one ConfigError."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from(exc, Config) from None
