@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from reinforcepp.algos import ESTIMATORS, WHITENED_ESTIMATORS, compute_advantages, shape_rewards
+from reinforcepp.algos import ESTIMATORS, WHITENED_ESTIMATORS, compute_advantages, shape_rewards, token_rewards
 
 
 def random_batch(seed, P=4, G=4, T=12):
@@ -92,3 +92,10 @@ def test_batch_whitening_is_global_not_per_prompt():
     adv, _ = compute_advantages("reinforce_pp_baseline", rewards=rewards, mask=mask, group_size=2)
     assert adv[0, 0] < 0 < adv[1, 0]
     torch.testing.assert_close(adv[1, 0] / adv[3, 0], torch.tensor(10.0, dtype=torch.float64))
+
+
+def test_token_rewards_put_the_score_on_the_last_valid_token_and_nothing_on_padding():
+    mask = torch.tensor([[1, 1, 0], [1, 0, 1], [0, 0, 0]])  # a hole, and an empty row
+    kl = torch.tensor([[1.0, 2.0, float("nan")], [1.0, float("nan"), 3.0], [float("nan")] * 3])
+    out = token_rewards(torch.tensor([10.0, 20.0, 30.0]), mask, kl, kl_coef=0.5)
+    torch.testing.assert_close(out, torch.tensor([[-0.5, 9.0, 0.0], [-0.5, 0.0, 18.5], [0.0, 0.0, 0.0]]))
