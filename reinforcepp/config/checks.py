@@ -92,6 +92,13 @@ def _unused_settings(cfg: Config) -> list[str]:
             f"algo.advantage.lam: {advantage.lam} only applies to algo.advantage.estimator='gae' "
             f"(got {advantage.estimator!r}); leave it at 1.0"
         )
+    reward = cfg.reward
+    if reward.normalize != "fixed" and (reward.mean != 0.0 or reward.std != 1.0):
+        problems.append(
+            f"reward.mean/reward.std: only used by reward.normalize='fixed' (got {reward.normalize!r})"
+        )
+    if cfg.train.eval_every and cfg.data.eval_prompts is None:
+        problems.append("train.eval_every: evaluation needs held-out prompts; set data.eval_prompts")
     if loss.token_norm is not None and loss.agg != "seq-mean-token-sum-norm":
         problems.append(
             f"algo.loss.token_norm: {loss.token_norm} is only used by "

@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -45,8 +46,11 @@ class DataConfig(_Section):
     prompts: str | None = Field(None, description="Prompt dataset: HF hub id or local file.")
     prompt_key: str = Field("prompt", description="Column holding the prompt.")
     label_key: str = Field("label", description="Column holding the reference answer for rule rewards.")
-    max_prompt_len: PositiveInt = Field(1024, description="Prompts are truncated to this many tokens.")
+    max_prompt_len: PositiveInt = Field(
+        1024, description="Prompts longer than this many tokens are skipped (and counted), never cut."
+    )
     apply_chat_template: bool = Field(True, description="Wrap prompts in the tokenizer's chat template.")
+    eval_prompts: str | None = Field(None, description="Held-out prompts for evaluation; None = no eval.")
 
 
 class RolloutConfig(_Section):
@@ -57,6 +61,22 @@ class RolloutConfig(_Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass; 1 = off.")
     top_k: int = Field(0, ge=0, description="Top-k sampling; 0 = off.")
     engine: Literal["torch", "vllm"] = Field("torch", description="Generation backend.")
+    stop_strings: list[str] = Field(default_factory=list, description="A response stops at any of these.")
+
+
+class RewardConfig(_Section):
+    function: str | None = Field(
+        None,
+        description="Reward function 'file.py:name' or 'package.module:name', called as "
+        "fn(prompts, completions, **columns) -> list[float] (TRL's convention).",
+    )
+    normalize: Literal["none", "running", "fixed"] = Field(
+        "none", description="Standardize R: running batch moments, or the fixed mean/std below."
+    )
+    mean: float = Field(0.0, description="Mean for normalize=fixed.")
+    std: PositiveFloat = Field(1.0, description="Std for normalize=fixed.")
+    clip: PositiveFloat | None = Field(None, description="Clip R to [-clip, clip] after normalizing.")
+    scale: float = Field(1.0, description="Multiply R by this after clipping.")
 
 
 class AdvantageConfig(_Section):
@@ -135,6 +155,20 @@ class TrainConfig(_Section):
     micro_batch_size: PositiveInt = Field(8, description="Samples per forward/backward pass.")
     epochs: PositiveInt = Field(1, description="Passes over each RL step's samples.")
     num_steps: PositiveInt = Field(100, description="RL steps to run.")
+    eval_every: NonNegativeInt = Field(0, description="Evaluate on data.eval_prompts every N steps; 0 = off.")
+
+
+class CheckpointConfig(_Section):
+    every: NonNegativeInt = Field(0, description="Checkpoint every N RL steps; 0 = only the final model.")
+    keep: PositiveInt = Field(3, description="Keep the last K checkpoints.")
+    resume: bool | str = Field(
+        False, description="true = continue from the newest checkpoint in output_dir; or a checkpoint path."
+    )
+
+
+class LogConfig(_Section):
+    tensorboard: bool = Field(True, description="Also write TensorBoard events to output_dir/tensorboard.")
+    progress: bool = Field(True, description="Show a progress bar and a one-line summary per step.")
 
 
 class Config(_Section):
@@ -147,6 +181,10 @@ class Config(_Section):
     actor: ActorConfig = Field(default_factory=ActorConfig, description="Policy training.")
     critic: CriticConfig = Field(default_factory=CriticConfig, description="Value model training.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Batching and run length.")
+    reward: RewardConfig = Field(default_factory=RewardConfig, description="Where rewards come from.")
+    ckpt: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints and resume.")
+    log: LogConfig = Field(default_factory=LogConfig, description="Metrics and progress display.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Config:

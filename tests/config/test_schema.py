@@ -180,3 +180,14 @@ def test_assignment_is_validated_too():
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+def test_fixed_reward_moments_only_with_fixed_normalization():
+    with pytest.raises(ConfigError, match="reward.mean/reward.std"):
+        validate_config({"reward": {"mean": 1.0}})
+    assert validate_config({"reward": {"normalize": "fixed", "mean": 1.0}}).reward.mean == 1.0
+
+
+def test_eval_every_needs_eval_prompts():
+    with pytest.raises(ConfigError, match="train.eval_every: .*data.eval_prompts"):
+        validate_config({"train": {"eval_every": 5}})

@@ -1,0 +1,114 @@
+"""Prompt data: read rows, tokenize them, and serve them in a seeded, resumable order."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """Bad prompt data; the message names the file and line."""
+
+
+def read_jsonl(path: str | Path, prompt_key: str) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; every row must be an object with a string ``prompt_key``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"prompt file not found: {path}")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get(prompt_key), str):
+                raise DataError(f"{path}:{line_no}: expected an object with a string {prompt_key!r}")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no prompts")
+    return rows
+
+
+@dataclass
+class Prompt:
+    """One tokenized prompt and its row (the label and any extra columns go to the reward)."""
+
+    text: str
+    token_ids: list[int]
+    row: dict[str, Any]
+
+
+def tokenize_prompts(
+    rows: list[dict[str, Any]], tokenizer, *, prompt_key: str, max_len: int, chat_template: bool
+) -> tuple[list[Prompt], int]:
+    """Tokenize rows, applying the chat template when asked and the tokenizer has one.
+
+    Prompts longer than ``max_len`` tokens are skipped, never truncated (a cut prompt asks another
+    question); returns (prompts, number skipped).
+    """
+    use_template = chat_template and getattr(tokenizer, "chat_template", None)
+    prompts, skipped = [], 0
+    for row in rows:
+        text = row[prompt_key]
+        if use_template:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
+        ids = tokenizer(text, add_special_tokens=not use_template)["input_ids"]
+        if len(ids) > max_len:
+            skipped += 1
+            continue
+        prompts.append(Prompt(text=text, token_ids=ids, row=row))
+    if skipped:
+        log.warning("skipped %d prompts longer than %d tokens", skipped, max_len)
+    if not prompts:
+        raise DataError(f"every prompt is longer than data.max_prompt_len={max_len} tokens")
+    return prompts, skipped
+
+
+@dataclass
+class PromptSampler:
+    """Serves prompts in a fresh seeded permutation each epoch; its state is two integers.
+
+    The order depends only on (seed, epoch), so a resumed run sees the same prompts as an
+    uninterrupted one.
+    """
+
+    num_prompts: int
+    seed: int
+    epoch: int = 0
+    position: int = 0
+    _order: list[int] = field(default_factory=list, repr=False)
+
+    def _permutation(self) -> list[int]:
+        order = list(range(self.num_prompts))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        return order
+
+    def next_indices(self, k: int) -> list[int]:
+        """The next k prompt indices, rolling into the next epoch when this one runs out."""
+        out = []
+        while len(out) < k:
+            if not self._order:
+                self._order = self._permutation()
+            take = min(k - len(out), self.num_prompts - self.position)
+            out.extend(self._order[self.position : self.position + take])
+            self.position += take
+            if self.position == self.num_prompts:
+                self.epoch, self.position, self._order = self.epoch + 1, 0, []
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position, self._order = state["epoch"], state["position"], []

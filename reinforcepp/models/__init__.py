@@ -1,0 +1,6 @@
+"""Model roles: the policy and reference (causal LMs), the critic and reward model (a value head)."""
+
+from .loading import ModelLoadError, load_causal_lm, load_reference, load_tokenizer
+from .value_model import ValueModel
+
+__all__ = ["ModelLoadError", "ValueModel", "load_causal_lm", "load_reference", "load_tokenizer"]

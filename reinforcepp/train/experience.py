@@ -1,0 +1,58 @@
+"""Experience: one rollout batch with everything the update needs, as [B, ...] tensors.
+
+Layout: each row is the left-padded prompt followed by the right-padded response,
+``input_ids = [prompt (Lp) | response (T)]``. The logits at position Lp - 1 + t predict response token t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+from reinforcepp.rollout import Rollout
+
+
+@dataclass
+class Experience:
+    """Shapes: B sequences, Lp prompt positions, T response positions."""
+
+    prompt_ids: torch.Tensor  # [B, Lp] left padded
+    prompt_mask: torch.Tensor  # [B, Lp]
+    response_ids: torch.Tensor  # [B, T] right padded
+    response_mask: torch.Tensor  # [B, T] 1 on response tokens: the loss mask
+    old_logp: torch.Tensor | None = None  # [B, T] log pi_old, recomputed by the training forward
+    ref_logp: torch.Tensor | None = None  # [B, T] log pi_ref (None without a KL term)
+    values: torch.Tensor | None = None  # [B, T] critic values V_t (PPO only)
+    advantages: torch.Tensor | None = None  # [B, T]
+    returns: torch.Tensor | None = None  # [B, T] critic targets
+
+    @classmethod
+    def from_rollout(cls, rollout: Rollout) -> Experience:
+        return cls(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask)
+
+    def rows(self, index: torch.Tensor) -> Experience:
+        """The sub-batch of rows ``index``, trimmed of columns that are padding in every row."""
+        picked = {f.name: (None if (v := getattr(self, f.name)) is None else v[index]) for f in fields(self)}
+        sub = Experience(**picked)
+        keep_prompt = sub.prompt_mask.any(dim=0).nonzero()
+        keep_response = sub.response_mask.any(dim=0).nonzero()
+        p0 = int(keep_prompt[0]) if len(keep_prompt) else sub.prompt_mask.shape[1]
+        t1 = int(keep_response[-1]) + 1 if len(keep_response) else 0
+        trimmed = {}
+        for f in fields(sub):
+            v = getattr(sub, f.name)
+            if v is not None:
+                trimmed[f.name] = v[:, p0:] if f.name.startswith("prompt") else v[:, :t1]
+        return replace(sub, **trimmed)
+
+    def model_inputs(self, device: torch.device | str) -> dict[str, torch.Tensor]:
+        """input_ids, attention_mask and position_ids of [prompt | response], on ``device``."""
+        input_ids = torch.cat([self.prompt_ids, self.response_ids], dim=1)
+        attention_mask = torch.cat([self.prompt_mask, self.response_mask], dim=1)
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        return {
+            "input_ids": input_ids.to(device),
+            "attention_mask": attention_mask.to(device),
+            "position_ids": position_ids.to(device),
+        }

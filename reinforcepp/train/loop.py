@@ -1,0 +1,134 @@
+"""The training loop, read top to bottom like the paper's Algorithm 1."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from reinforcepp.algos import compute_advantages, kl_estimate
+from reinforcepp.config import Config
+from reinforcepp.rollout import SamplingParams
+
+from .experience import Experience
+from .forward import critic_values, policy_logprobs
+from .metrics import MetricsLog
+from .run import Run, build_run
+from .state import refuse_to_overwrite, restore_state, save_final, save_state
+from .stats import eval_metrics, step_metrics
+from .update import update_actor, update_critic
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The randomness of one RL step (sampling, shuffling) depends only on (seed, step), so a resumed
+    run draws exactly what an uninterrupted one would."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str):
+    start = time.perf_counter()
+    yield
+    timings[f"timing/{name}"] = time.perf_counter() - start
+
+
+def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] | None = None) -> Path:
+    """Run REINFORCE++ (or the preset's algorithm) for cfg.train.num_steps RL steps; returns the
+    directory of the final Hugging Face model."""
+    run = build_run(cfg)
+    if cfg.ckpt.resume:
+        start = restore_state(run)
+    else:
+        refuse_to_overwrite(run)
+        start = 0
+    run.metrics = MetricsLog(run.run_dir, tensorboard=cfg.log.tensorboard, progress=cfg.log.progress,
+                             total_steps=cfg.train.num_steps, start_step=start)
+    n, algo = cfg.rollout.n_samples_per_prompt, cfg.algo
+    try:
+        for step in range(start + 1, cfg.train.num_steps + 1):
+            timings: dict[str, float] = {}
+            generator = step_generator(cfg.seed, step)
+            step_start = time.perf_counter()
+            # 1. Sample a batch of prompts.
+            prompts = run.next_prompts()
+            # 2. Roll out n responses per prompt with the current (old) policy.
+            with timed(timings, "rollout"):
+                rollout = run.engine.generate([p.token_ids for p in prompts], run.sampling, n, generator)
+            # 3. Score every response; ReMax also scores a greedy response per prompt as its baseline.
+            with timed(timings, "reward"):
+                raw_rewards = run.scorer(prompts, rollout, n)
+                run.reward_transform.observe(raw_rewards)
+                rewards = run.reward_transform(raw_rewards)
+                greedy_rewards = greedy_baseline(run, prompts, n) if algo.advantage.estimator == "remax" else None
+            # 4. Experience: log pi_old, log pi_ref, values, per-token KL.
+            with timed(timings, "experience"):
+                exp = make_experience(run, Experience.from_rollout(rollout))
+                kl_in_reward = algo.kl.placement == "reward" and run.reference is not None
+                kl = kl_estimate(exp.old_logp, exp.ref_logp, algo.kl.estimator, clamp=algo.kl.clamp) if kl_in_reward else None
+                # 5. Advantages (REINFORCE++: token returns, then the global batch z-score).
+                exp.advantages, exp.returns = compute_advantages(
+                    algo.advantage.estimator, rewards=rewards, mask=exp.response_mask, group_size=n,
+                    kl=kl, kl_coef=algo.kl.coef if kl_in_reward else 0.0, gamma=algo.advantage.gamma,
+                    lam=algo.advantage.lam, values=exp.values, greedy_rewards=greedy_rewards,
+                )
+            # 6. Update: PPO-clip epochs over shuffled mini-batches (and the critic for PPO).
+            with timed(timings, "update"):
+                stats = update_actor(run.actor, exp, cfg, generator)
+                if run.critic is not None:
+                    stats |= update_critic(run.critic, exp, cfg, generator)
+            timings["timing/step"] = time.perf_counter() - step_start
+            # 7. Log, evaluate, checkpoint.
+            metrics = step_metrics(run, exp, raw_rewards, rollout, n, stats, timings)
+            if cfg.train.eval_every and step % cfg.train.eval_every == 0:
+                metrics |= evaluate(run)
+            run.metrics.log(step, metrics)
+            if cfg.ckpt.every and step % cfg.ckpt.every == 0 and step < cfg.train.num_steps:
+                save_state(run, step)
+            if on_step_end is not None:
+                on_step_end(step, metrics)
+        return save_final(run)
+    finally:
+        run.metrics.close()
+
+
+@torch.no_grad()
+def make_experience(run: Run, exp: Experience) -> Experience:
+    """Forward passes in micro-batches without gradients: old and reference log-probs, values."""
+    chunk, temperature = run.cfg.train.micro_batch_size, run.cfg.rollout.temperature
+    exp.old_logp = _in_chunks(lambda mb: policy_logprobs(run.policy, mb, temperature)[0], exp, chunk)
+    if run.reference is not None:
+        exp.ref_logp = _in_chunks(lambda mb: policy_logprobs(run.reference, mb, temperature)[0], exp, chunk)
+    if run.critic is not None:
+        exp.values = _in_chunks(lambda mb: critic_values(run.critic.model, mb), exp, chunk)
+    return exp
+
+
+def _in_chunks(fn: Callable[[Experience], torch.Tensor], exp: Experience, chunk: int) -> torch.Tensor:
+    """Apply a [b, t] -> [b, t] forward to row chunks (trimmed of padding) and reassemble [B, T] on CPU."""
+    B, T = exp.response_ids.shape
+    out = torch.zeros(B, T, dtype=torch.float32)
+    for rows in torch.arange(B).split(chunk):
+        part = fn(exp.rows(rows)).float().cpu()
+        out[rows, : part.shape[1]] = part
+    return out * exp.response_mask
+
+
+def greedy_baseline(run: Run, prompts, n: int) -> torch.Tensor:
+    """ReMax's baseline: the reward of the greedy response to each prompt, repeated for its n samples."""
+    params = SamplingParams(
+        max_new_tokens=run.sampling.max_new_tokens, greedy=True, stop_strings=run.sampling.stop_strings
+    )
+    greedy = run.engine.generate([p.token_ids for p in prompts], params, 1)
+    return run.reward_transform(run.scorer(prompts, greedy, 1)).repeat_interleave(n)
+
+
+def evaluate(run: Run) -> dict[str, float]:
+    """Greedy responses to the held-out prompts: their mean reward and length."""
+    params = SamplingParams(
+        max_new_tokens=run.sampling.max_new_tokens, greedy=True, stop_strings=run.sampling.stop_strings
+    )
+    rollout = run.engine.generate([p.token_ids for p in run.eval_prompts], params, 1)
+    return eval_metrics(run.scorer(run.eval_prompts, rollout, 1), rollout)

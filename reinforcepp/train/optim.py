@@ -1,0 +1,35 @@
+"""AdamW and its learning-rate schedule: linear warmup, then constant, linear or cosine decay to a floor."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from reinforcepp.config.schema import OptimConfig
+
+
+def lr_factor(step: int, total: int, cfg: OptimConfig) -> float:
+    """Multiplier of the peak lr at optimizer step ``step`` (0-based) of ``total``."""
+    warmup = int(cfg.warmup_ratio * total)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if cfg.scheduler == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if cfg.scheduler == "linear":
+        decay = 1.0 - progress
+    else:  # cosine
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay
+
+
+def build_optimizer(
+    model: torch.nn.Module, cfg: OptimConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, cfg))
+    return optimizer, scheduler

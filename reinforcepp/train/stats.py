@@ -1,0 +1,53 @@
+"""Per-step metrics, named like the peers (verl, TRL, OpenRLHF) where they have a name."""
+
+from __future__ import annotations
+
+import torch
+
+from reinforcepp.algos import kl_estimate, masked_mean
+from reinforcepp.rollout import Rollout
+
+from .experience import Experience
+
+
+def _moments(prefix: str, x: torch.Tensor) -> dict[str, float]:
+    x = x.double()
+    return {f"{prefix}/mean": x.mean().item(), f"{prefix}/std": x.std(unbiased=False).item()}
+
+
+def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, rollout: Rollout, n: int,
+                 update_stats: dict[str, float], timings: dict[str, float]) -> dict[str, float]:
+    mask = exp.response_mask
+    lengths = mask.sum(dim=1).double()
+    out = {
+        **_moments("reward", raw_rewards),
+        "response_length/mean": lengths.mean().item(),
+        "response_length/max": lengths.max().item(),
+        "response_length/clip_ratio": (~rollout.finished).double().mean().item(),  # cut at max_new_tokens
+        "advantages/mean": masked_mean(exp.advantages, mask).item(),
+        "advantages/std": masked_mean((exp.advantages - masked_mean(exp.advantages, mask)) ** 2, mask).sqrt().item(),
+        "returns/mean": masked_mean(exp.returns, mask).item(),
+        "data/skipped_prompts": float(run.skipped_prompts),
+        "data/epoch": float(run.sampler.epoch),
+    }
+    if n > 1:
+        groups = raw_rewards.view(-1, n)
+        out["frac_reward_zero_std"] = (groups.amax(dim=1) == groups.amin(dim=1)).double().mean().item()
+    if exp.ref_logp is not None:
+        # the configured estimator's per-token KL(pi_old || pi_ref), and the k1 sum per sequence
+        est = run.cfg.algo.kl.estimator
+        out["kl"] = masked_mean(kl_estimate(exp.old_logp, exp.ref_logp, est), mask).item()
+        out["kl/seq_k1"] = ((exp.old_logp - exp.ref_logp) * mask).sum(dim=1).mean().item()
+    if exp.values is not None:
+        out["critic/values_mean"] = masked_mean(exp.values, mask).item()
+    generated = mask.sum().item()
+    out["perf/tokens_per_s"] = generated / timings["timing/step"]
+    out["perf/rollout_tokens_per_s"] = generated / timings["timing/rollout"]
+    return {**out, **update_stats, **timings}
+
+
+def eval_metrics(rewards: torch.Tensor, rollout: Rollout) -> dict[str, float]:
+    return {
+        "eval/reward_mean": rewards.double().mean().item(),
+        "eval/response_length": rollout.response_mask.sum(dim=1).double().mean().item(),
+    }

@@ -1,0 +1,136 @@
+"""The update phase: shuffled mini-batches, micro-batches, epochs; one optimizer step per mini-batch.
+
+Each optimizer step's loss is normalized by the step's *global* token and sequence counts, passed to
+every micro-batch, so the accumulated gradient is exactly the mini-batch's gradient whatever the
+micro-batch size (tests/train/test_update.py).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from reinforcepp.algos import aggregate, kl_loss, masked_mean, policy_loss, value_loss
+from reinforcepp.config import Config
+
+from . import dist
+from .experience import Experience
+from .forward import critic_values, policy_logprobs
+
+
+@dataclass
+class Optimization:
+    """A model with its optimizer and LR schedule."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    max_grad_norm: float | None
+
+
+def optimizer_steps(cfg: Config, num_sequences: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Row indices of each optimizer step: ``epochs`` shuffled passes in mini-batches of train.batch_size."""
+    for _ in range(cfg.train.epochs):
+        order = torch.randperm(num_sequences, generator=generator)
+        yield from order.split(cfg.train.batch_size)
+
+
+def _step(opt: Optimization, micro_losses: Callable[[Experience], torch.Tensor], exp: Experience,
+          rows: torch.Tensor, micro_batch_size: int) -> torch.Tensor:
+    """Accumulate gradients over micro-batches of ``rows``, clip, step. Returns the grad norm."""
+    for micro in rows.split(micro_batch_size):
+        micro_losses(exp.rows(micro)).backward()
+    params = [p for p in opt.model.parameters() if p.requires_grad]
+    max_norm = opt.max_grad_norm if opt.max_grad_norm is not None else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.optimizer.step()
+    opt.scheduler.step()
+    opt.optimizer.zero_grad(set_to_none=True)
+    return grad_norm.detach()
+
+
+class _Meter:
+    """Token- or step-weighted averages of scalar statistics."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.weights: dict[str, float] = defaultdict(float)
+
+    def add(self, name: str, value: torch.Tensor | float, weight: float = 1.0) -> None:
+        self.sums[name] += float(value) * weight
+        self.weights[name] += weight
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
+
+
+def update_actor(opt: Optimization, exp: Experience, cfg: Config, generator: torch.Generator) -> dict[str, float]:
+    """PPO-clip updates of the policy over the experience (paper eq. 1, plus the KL/entropy loss terms).
+
+    Models stay in eval mode: dropout is off in RL, so the updated policy is the one that sampled.
+    """
+    loss_cfg, kl_cfg = cfg.algo.loss, cfg.algo.kl
+    kl_in_loss = kl_cfg.placement == "loss" and kl_cfg.coef > 0
+    token_norm = loss_cfg.token_norm or cfg.rollout.max_new_tokens
+    meter = _Meter()
+    for rows in optimizer_steps(cfg, exp.response_ids.shape[0], generator):
+        norm = {
+            "agg": loss_cfg.agg,
+            "num_tokens": dist.global_sum(exp.response_mask[rows].sum().float()),
+            "num_seqs": dist.global_sum(torch.tensor(float(len(rows)))),
+            "token_norm": token_norm,
+        }
+        step_loss = defaultdict(float)  # summed over micro-batches: the mini-batch's loss terms
+
+        def micro_losses(mb: Experience) -> torch.Tensor:
+            logp, entropy = policy_logprobs(opt.model, mb, cfg.rollout.temperature, with_entropy=True)
+            device = logp.device
+            mask = mb.response_mask.to(device)
+            loss, stats = policy_loss(
+                logp, mb.old_logp.to(device), mb.advantages.to(device), mask,
+                clip_low=loss_cfg.clip_low, clip_high=loss_cfg.clip_high, dual_clip=loss_cfg.dual_clip, **norm,
+            )
+            step_loss["actor/pg_loss"] += float(loss.detach())
+            tokens = float(mask.sum())
+            for name, value in stats.items():
+                meter.add(f"actor/{name}", value, tokens)
+            meter.add("actor/entropy", masked_mean(entropy.detach(), mask), tokens)
+            if kl_in_loss:
+                kl = kl_loss(logp, mb.ref_logp.to(device), mask, kl_cfg.estimator, clamp=kl_cfg.clamp, **norm)
+                step_loss["actor/kl_loss"] += float(kl.detach())
+                loss = loss + kl_cfg.coef * kl
+            if loss_cfg.entropy_coef > 0:
+                loss = loss - loss_cfg.entropy_coef * aggregate(entropy, mask, **norm)
+            return loss
+
+        meter.add("actor/grad_norm", _step(opt, micro_losses, exp, rows, cfg.train.micro_batch_size))
+        for name, value in step_loss.items():
+            meter.add(name, value)
+    return {**meter.means(), "actor/lr": opt.scheduler.get_last_lr()[0]}
+
+
+def update_critic(opt: Optimization, exp: Experience, cfg: Config, generator: torch.Generator) -> dict[str, float]:
+    """Clipped value-loss regression of the critic onto the returns (PPO's critic)."""
+    meter = _Meter()
+    for rows in optimizer_steps(cfg, exp.response_ids.shape[0], generator):
+        num_tokens = dist.global_sum(exp.response_mask[rows].sum().float())
+        step_loss = defaultdict(float)
+
+        def micro_losses(mb: Experience) -> torch.Tensor:
+            values = critic_values(opt.model, mb)
+            device = values.device
+            mask = mb.response_mask.to(device)
+            loss, stats = value_loss(
+                values, mb.values.to(device), mb.returns.to(device), mask,
+                clip=cfg.critic.value_clip, num_tokens=num_tokens,
+            )
+            step_loss["critic/value_loss"] += float(loss.detach())
+            meter.add("critic/value_clip_frac", stats["value_clip_frac"], float(mask.sum()))
+            return loss
+
+        meter.add("critic/grad_norm", _step(opt, micro_losses, exp, rows, cfg.train.micro_batch_size))
+        meter.add("critic/value_loss", step_loss["critic/value_loss"])
+    return {**meter.means(), "critic/lr": opt.scheduler.get_last_lr()[0]}

@@ -1,0 +1,58 @@
+"""The update phase: the micro-batch size never changes the gradient of an optimizer step."""
+
+import copy
+
+import pytest
+import torch
+
+from reinforcepp.config import load_config
+from reinforcepp.testing import tiny_model
+from reinforcepp.train.experience import Experience
+from reinforcepp.train.forward import policy_logprobs
+from reinforcepp.train.update import Optimization, update_actor
+
+B, LP, T, V = 8, 5, 7, 48
+
+
+def random_experience(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    prompt_len = torch.randint(1, LP + 1, (B,), generator=g)
+    response_len = torch.randint(1, T + 1, (B,), generator=g)  # uneven, so token counts differ per micro-batch
+    prompt_mask = (torch.arange(LP)[None] >= LP - prompt_len[:, None]).long()
+    response_mask = (torch.arange(T)[None] < response_len[:, None]).long()
+    exp = Experience(
+        prompt_ids=torch.randint(3, V, (B, LP), generator=g) * prompt_mask,
+        prompt_mask=prompt_mask,
+        response_ids=torch.randint(3, V, (B, T), generator=g) * response_mask,
+        response_mask=response_mask,
+    )
+    exp.advantages = torch.randn(B, T, generator=g) * response_mask
+    exp.ref_logp = -torch.rand(B, T, generator=g) * 3 * response_mask
+    return exp
+
+
+def one_sgd_step(model, exp, cfg):
+    """Parameter change of one optimizer step with SGD(lr=1): minus the accumulated gradient."""
+    model = copy.deepcopy(model)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    update_actor(Optimization(model, optimizer, scheduler, None), exp, cfg, torch.Generator().manual_seed(0))
+    return [b - p.detach() for b, p in zip(before, model.parameters())]
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_micro_batch_size_does_not_change_the_gradient(agg):
+    model = tiny_model(V)
+    exp = random_experience()
+    with torch.no_grad():
+        logp, _ = policy_logprobs(model, exp, 1.0)
+    exp.old_logp = logp.detach() + 0.05 * torch.randn(B, T) * exp.response_mask  # ratios != 1: clipping active
+    overrides = ["rollout.batch_size=8", "train.batch_size=8", f"algo.loss.agg={agg}", "algo.kl.placement=loss",
+                 "algo.kl.estimator=k3", "algo.kl.coef=0.1", "algo.loss.entropy_coef=0.01"]
+    whole = one_sgd_step(model, exp, load_config(None, [*overrides, "train.micro_batch_size=8"]))
+    for micro in (1, 2, 4):
+        split = one_sgd_step(model, exp, load_config(None, [*overrides, f"train.micro_batch_size={micro}"]))
+        for a, b in zip(whole, split):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    assert max(d.abs().max() for d in whole) > 0  # the step did something
