@@ -346,7 +346,7 @@ def test_unsupported_model_falls_back_to_hf_forward(tok, prompts):
 
 
 def test_chunked_prefill_gives_the_same_result(model, tok, prompts, monkeypatch):
-    import reinforcepp.rollout.torch_engine as te
+    import reinforcepp.rollout.llama_backend as te
 
     params = SamplingParams(max_new_tokens=8, greedy=True)
     whole = TorchEngine(model, tok).generate(prompts, params, n=2)
