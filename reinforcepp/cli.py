@@ -62,8 +62,18 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.resume:
         args.overrides = [*args.overrides, f"ckpt.resume={args.resume}"]
     cfg = _load(args)
-    from reinforcepp.train import train  # torch and transformers load only when training
+    # torch and transformers load only when training
+    from reinforcepp.data import DataError
+    from reinforcepp.models import ModelLoadError
+    from reinforcepp.rewards import RewardError
+    from reinforcepp.train import train
+    from reinforcepp.train.checkpoint import CheckpointError
 
-    final = train(cfg)
+    try:
+        final = train(cfg)
+    except (DataError, ModelLoadError, RewardError, CheckpointError) as exc:
+        # bad input: one clear line, no traceback; checkpoints already written stay intact
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"final model: {final}")
     return 0

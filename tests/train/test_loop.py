@@ -98,3 +98,29 @@ def test_missing_sources_are_named(make_config):
         train(make_config(None, "model.policy="))
     with pytest.raises(ConfigError, match="reward.function / model.reward_model"):
         train(make_config(None, "reward.function=null"))
+
+
+def test_a_bradley_terry_reward_model_scores_the_responses(make_config, tiny_dir, tmp_path):
+    from reinforcepp.models import ValueModel
+
+    rm_dir = tmp_path / "rm"
+    ValueModel.from_pretrained(tiny_dir).save_pretrained(rm_dir)
+    cfg = make_config(CONFIGS / "ppo.yaml", "reward.function=null", f"model.reward_model={rm_dir}")
+    train(cfg)
+    rows = metrics(cfg.output_dir)
+    assert rows[0]["reward/std"] > 0  # real, varying scores from the model
+    assert "critic/value_loss" in rows[-1]
+
+
+def test_cli_train_runs_and_reports_bad_input_in_one_line(make_config, tmp_path, capsys):
+    from reinforcepp.cli import main
+
+    cfg = make_config(CONFIGS / "reinforce_pp.yaml")
+    args = ["train", "--config", str(CONFIGS / "reinforce_pp.yaml"), f"model.policy={cfg.model.policy}",
+            f"data.prompts={cfg.data.prompts}", f"reward.function={cfg.reward.function}", "rollout.batch_size=4",
+            "train.batch_size=4", "train.micro_batch_size=4", "train.num_steps=1", "log.tensorboard=false",
+            "log.progress=false"]
+    assert main([*args, f"output_dir={tmp_path / 'ok'}"]) == 0
+    assert (tmp_path / "ok" / "final" / "model.safetensors").is_file()
+    assert main([*args, f"output_dir={tmp_path / 'bad'}", f"model.policy={tmp_path / 'no-such-model'}"]) == 2
+    assert "no-such-model" in capsys.readouterr().err
