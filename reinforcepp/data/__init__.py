@@ -1,5 +1,5 @@
 """Prompt data loading and ordering."""
 
-from .prompts import DataError, Prompt, PromptSampler, read_jsonl, tokenize_prompts
+from .prompts import DataError, Prompt, PromptSampler, read_jsonl, read_rows, tokenize_prompts
 
-__all__ = ["DataError", "Prompt", "PromptSampler", "read_jsonl", "tokenize_prompts"]
+__all__ = ["DataError", "Prompt", "PromptSampler", "read_jsonl", "read_rows", "tokenize_prompts"]

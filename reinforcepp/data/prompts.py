@@ -16,6 +16,51 @@ class DataError(ValueError):
     """Bad prompt data; the message names the file and line."""
 
 
+def read_rows(path: str | Path, prompt_key: str) -> list[dict[str, Any]]:
+    """Rows of a prompt set: a JSONL file, a Parquet file, or a Hugging Face ``datasets`` directory
+    saved with ``save_to_disk`` (``DIR:split`` picks a split of a saved DatasetDict).
+
+    Every row must have a string ``prompt_key``; the error names the file and row (line for JSONL).
+    """
+    text = str(path)
+    directory, _, split = text.rpartition(":") if ":" in text and not Path(text).exists() else (text, "", "")
+    if Path(directory).is_dir():
+        return _check_rows(_read_saved_dataset(Path(directory), split), prompt_key, f"{directory}, row")
+    path = Path(text)
+    if path.suffix == ".parquet":
+        if not path.is_file():
+            raise DataError(f"prompt file not found: {path}")
+        import pyarrow.parquet as pq  # imported at the edge: only Parquet users need it
+
+        return _check_rows(pq.read_table(path).to_pylist(), prompt_key, f"{path}, row")
+    return read_jsonl(path, prompt_key)
+
+
+def _read_saved_dataset(directory: Path, split: str) -> list[dict[str, Any]]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{directory}: reading a saved dataset needs the 'datasets' package") from None
+    try:
+        data = datasets.load_from_disk(str(directory))
+    except FileNotFoundError as exc:
+        raise DataError(f"{directory}: not a dataset saved with save_to_disk ({exc})") from None
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise DataError(f"{directory}: a DatasetDict; pick a split as {directory}:SPLIT, one of {list(data)}")
+        data = data[split]
+    return data.to_list()
+
+
+def _check_rows(rows: list[Any], prompt_key: str, where: str) -> list[dict[str, Any]]:
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get(prompt_key), str):
+            raise DataError(f"{where} {i}: expected a string column {prompt_key!r}")
+    if not rows:
+        raise DataError(f"{where.rsplit(',', 1)[0]}: no prompts")
+    return rows
+
+
 def read_jsonl(path: str | Path, prompt_key: str) -> list[dict[str, Any]]:
     """Rows of a JSONL file; every row must be an object with a string ``prompt_key``."""
     path = Path(path)

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from reinforcepp.config import Config, ConfigError, save_config
-from reinforcepp.data import Prompt, PromptSampler, read_jsonl, tokenize_prompts
+from reinforcepp.data import Prompt, PromptSampler, read_rows, tokenize_prompts
 from reinforcepp.models import ValueModel, load_causal_lm, load_reference, load_tokenizer
 from reinforcepp.rewards import RewardTransform, load_reward_function
 from reinforcepp.rollout import RolloutEngine, SamplingParams, TorchEngine
@@ -60,7 +60,7 @@ def _check_sources(cfg: Config) -> None:
     if not cfg.model.policy:
         problems.append("model.policy: set the policy model (a Hugging Face hub id or a local directory)")
     if not cfg.data.prompts:
-        problems.append("data.prompts: set the prompt file (JSONL with a 'prompt' field per line)")
+        problems.append("data.prompts: set the prompts (JSONL, Parquet, or a saved datasets directory)")
     if (cfg.reward.function is None) == (cfg.model.reward_model is None):
         problems.append("reward.function / model.reward_model: set exactly one reward source")
     if problems:
@@ -70,7 +70,7 @@ def _check_sources(cfg: Config) -> None:
 def _load_prompts(path: str | None, cfg: Config, tokenizer) -> tuple[list[Prompt], int]:
     if path is None:
         return [], 0
-    rows = read_jsonl(path, cfg.data.prompt_key)
+    rows = read_rows(path, cfg.data.prompt_key)
     return tokenize_prompts(
         rows, tokenizer, prompt_key=cfg.data.prompt_key, max_len=cfg.data.max_prompt_len,
         chat_template=cfg.data.apply_chat_template,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from reinforcepp.data import DataError, PromptSampler, read_jsonl, tokenize_prompts
+from reinforcepp.data import DataError, PromptSampler, read_jsonl, read_rows, tokenize_prompts
 from reinforcepp.testing import tiny_tokenizer
 
 
@@ -57,3 +57,20 @@ def test_sampler_covers_each_epoch_once_and_resumes_exactly():
     resumed.load_state_dict(state)
     assert resumed.next_indices(8) == first[4:]
     assert PromptSampler(num_prompts=10, seed=4).next_indices(10) != first[:10]
+
+
+def test_parquet_and_saved_datasets_are_read(tmp_path):
+    import datasets
+
+    rows = [{"prompt": "ab", "label": "1"}, {"prompt": "cd", "label": "2"}]
+    ds = datasets.Dataset.from_list(rows)
+    ds.to_parquet(str(tmp_path / "p.parquet"))
+    assert read_rows(tmp_path / "p.parquet", "prompt") == rows
+    ds.save_to_disk(str(tmp_path / "saved"))
+    assert read_rows(tmp_path / "saved", "prompt") == rows
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "dict"))
+    assert read_rows(f"{tmp_path / 'dict'}:train", "prompt") == rows
+    with pytest.raises(DataError, match="pick a split"):
+        read_rows(tmp_path / "dict", "prompt")
+    with pytest.raises(DataError, match=r"row 0: expected a string column 'question'"):
+        read_rows(tmp_path / "p.parquet", "question")

@@ -1,0 +1,1 @@
+"""Offline tasks with verifiable answers: puzzle generators and their datasets."""
