@@ -15,6 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_config_command(commands)
     _add_train_command(commands)
+    _add_eval_command(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -58,22 +59,46 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_train)
 
 
+def _input_errors() -> tuple[type[Exception], ...]:
+    """Errors caused by bad input: reported in one line, without a traceback."""
+    from reinforcepp.data import DataError
+    from reinforcepp.models import ModelLoadError
+    from reinforcepp.rewards import RewardError
+    from reinforcepp.train.checkpoint import CheckpointError
+
+    return DataError, ModelLoadError, RewardError, CheckpointError
+
+
 def _run_train(args: argparse.Namespace) -> int:
     if args.resume:
         args.overrides = [*args.overrides, f"ckpt.resume={args.resume}"]
     cfg = _load(args)
-    # torch and transformers load only when training
-    from reinforcepp.data import DataError
-    from reinforcepp.models import ModelLoadError
-    from reinforcepp.rewards import RewardError
-    from reinforcepp.train import train
-    from reinforcepp.train.checkpoint import CheckpointError
+    from reinforcepp.train import train  # torch and transformers load only when training
 
     try:
         final = train(cfg)
-    except (DataError, ModelLoadError, RewardError, CheckpointError) as exc:
-        # bad input: one clear line, no traceback; checkpoints already written stay intact
+    except _input_errors() as exc:  # checkpoints already written stay intact
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"final model: {final}")
+    return 0
+
+
+def _add_eval_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("eval", help="evaluate model.policy on held-out prompts (pass@k, reward, length)")
+    _add_config_arguments(parser)
+    parser.set_defaults(run=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from reinforcepp.eval.command import evaluate_model, print_results
+
+    try:
+        results = evaluate_model(cfg)
+    except _input_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_results(results)
+    print(f"results: {cfg.output_dir}/eval.json")
     return 0

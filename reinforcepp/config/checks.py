@@ -97,6 +97,14 @@ def _unused_settings(cfg: Config) -> list[str]:
         problems.append(
             f"reward.mean/reward.std: only used by reward.normalize='fixed' (got {reward.normalize!r})"
         )
+    ev = cfg.eval
+    if ev.samples_per_prompt and max(ev.ks) > ev.samples_per_prompt:
+        problems.append(
+            f"eval.ks: pass@{max(ev.ks)} needs at least that many samples; "
+            f"eval.samples_per_prompt = {ev.samples_per_prompt}"
+        )
+    if not ev.greedy and not ev.samples_per_prompt:
+        problems.append("eval.greedy: false with eval.samples_per_prompt = 0 leaves nothing to evaluate")
     if cfg.train.eval_every and cfg.data.eval_prompts is None:
         problems.append("train.eval_every: evaluation needs held-out prompts; set data.eval_prompts")
     if loss.token_norm is not None and loss.agg != "seq-mean-token-sum-norm":

@@ -158,6 +158,16 @@ class TrainConfig(_Section):
     eval_every: NonNegativeInt = Field(0, description="Evaluate on data.eval_prompts every N steps; 0 = off.")
 
 
+class EvalConfig(_Section):
+    greedy: bool = Field(True, description="Evaluate greedy responses (pass@1).")
+    samples_per_prompt: NonNegativeInt = Field(
+        0, description="Also sample this many responses per prompt for pass@k; 0 = greedy only."
+    )
+    temperature: PositiveFloat = Field(0.6, description="Sampling temperature of the sampled evaluation.")
+    ks: list[PositiveInt] = Field(default_factory=lambda: [1], description="The k of pass@k (sampled).")
+    pass_threshold: float = Field(1.0, description="A response passes when its reward is at least this.")
+
+
 class CheckpointConfig(_Section):
     every: NonNegativeInt = Field(0, description="Checkpoint every N RL steps; 0 = only the final model.")
     keep: PositiveInt = Field(3, description="Keep the last K checkpoints.")
@@ -182,6 +192,7 @@ class Config(_Section):
     critic: CriticConfig = Field(default_factory=CriticConfig, description="Value model training.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Batching and run length.")
     reward: RewardConfig = Field(default_factory=RewardConfig, description="Where rewards come from.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation on held-out prompts.")
     ckpt: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints and resume.")
     log: LogConfig = Field(default_factory=LogConfig, description="Metrics and progress display.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")

@@ -11,6 +11,7 @@ import torch
 
 from reinforcepp.algos import compute_advantages, kl_estimate
 from reinforcepp.config import Config
+from reinforcepp.eval import run_eval_suite
 from reinforcepp.rollout import SamplingParams
 
 from .experience import Experience
@@ -18,7 +19,7 @@ from .forward import critic_values, policy_logprobs
 from .metrics import MetricsLog
 from .run import Run, build_run
 from .state import refuse_to_overwrite, restore_state, save_final, save_state
-from .stats import eval_metrics, step_metrics
+from .stats import step_metrics
 from .update import update_actor, update_critic
 
 
@@ -126,9 +127,6 @@ def greedy_baseline(run: Run, prompts, n: int) -> torch.Tensor:
 
 
 def evaluate(run: Run) -> dict[str, float]:
-    """Greedy responses to the held-out prompts: their mean reward and length."""
-    params = SamplingParams(
-        max_new_tokens=run.sampling.max_new_tokens, greedy=True, stop_strings=run.sampling.stop_strings
-    )
-    rollout = run.engine.generate([p.token_ids for p in run.eval_prompts], params, 1)
-    return eval_metrics(run.scorer(run.eval_prompts, rollout, 1), rollout)
+    """The configured evaluation (greedy; sampled pass@k) on the held-out prompts."""
+    results = run_eval_suite(run.cfg, run.engine, run.scorer, run.eval_prompts)
+    return {k: v for r in results for k, v in r.metrics().items()}

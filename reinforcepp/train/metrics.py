@@ -15,7 +15,7 @@ SUMMARY = (
     ("actor/pg_loss", "loss", "{:+.2e}"),
     ("actor/clip_frac", "clip", "{:.3f}"),
     ("actor/entropy", "ent", "{:.2f}"),
-    ("eval/reward_mean", "eval", "{:.3f}"),
+    ("eval/greedy/reward_mean", "eval", "{:.3f}"),
     ("timing/step", "s/step", "{:.2f}"),
 )
 

@@ -55,11 +55,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _check_sources(cfg: Config) -> None:
+def check_sources(cfg: Config, *, need_prompts: bool = True) -> None:
+    """The settings a run cannot start without, all reported at once."""
     problems = []
     if not cfg.model.policy:
         problems.append("model.policy: set the policy model (a Hugging Face hub id or a local directory)")
-    if not cfg.data.prompts:
+    if need_prompts and not cfg.data.prompts:
         problems.append("data.prompts: set the prompts (JSONL, Parquet, or a saved datasets directory)")
     if (cfg.reward.function is None) == (cfg.model.reward_model is None):
         problems.append("reward.function / model.reward_model: set exactly one reward source")
@@ -67,7 +68,7 @@ def _check_sources(cfg: Config) -> None:
         raise ConfigError(*problems)
 
 
-def _load_prompts(path: str | None, cfg: Config, tokenizer) -> tuple[list[Prompt], int]:
+def load_prompts(path: str | None, cfg: Config, tokenizer) -> tuple[list[Prompt], int]:
     if path is None:
         return [], 0
     rows = read_rows(path, cfg.data.prompt_key)
@@ -75,6 +76,16 @@ def _load_prompts(path: str | None, cfg: Config, tokenizer) -> tuple[list[Prompt
         rows, tokenizer, prompt_key=cfg.data.prompt_key, max_len=cfg.data.max_prompt_len,
         chat_template=cfg.data.apply_chat_template,
     )
+
+
+def build_scorer(cfg: Config, tokenizer, device: torch.device) -> Scorer:
+    """The reward source: the user's function, or a Bradley-Terry reward model (frozen)."""
+    reward_model = None
+    if cfg.model.reward_model is not None:
+        reward_model = ValueModel.from_pretrained(cfg.model.reward_model, dtype=cfg.model.dtype, device=device)
+        reward_model.requires_grad_(False)
+    function = load_reward_function(cfg.reward.function) if cfg.reward.function else None
+    return Scorer(tokenizer, function=function, reward_model=reward_model, prompt_key=cfg.data.prompt_key)
 
 
 def optimizer_steps_per_run(cfg: Config) -> int:
@@ -85,7 +96,7 @@ def optimizer_steps_per_run(cfg: Config) -> int:
 def build_run(cfg: Config) -> Run:
     """Load and build everything ``train`` needs. Models: the policy in fp32 (bf16 autocast on GPU);
     the frozen reference only when a KL term is used; the critic only for PPO."""
-    _check_sources(cfg)
+    check_sources(cfg)
     transformers.utils.logging.disable_progress_bar()  # our bar is the one to watch
     device = resolve_device(cfg.device)
     m = cfg.model
@@ -109,13 +120,9 @@ def build_run(cfg: Config) -> Run:
         critic_model = ValueModel.from_pretrained(critic_path, dtype=policy_dtype, device=device)
         critic = Optimization(critic_model, *build_optimizer(critic_model, cfg.critic.optim, total_updates),
                               cfg.critic.optim.max_grad_norm)
-    reward_model = None
-    if m.reward_model is not None:
-        reward_model = ValueModel.from_pretrained(m.reward_model, dtype=m.dtype, device=device).requires_grad_(False)
-    function = load_reward_function(cfg.reward.function) if cfg.reward.function else None
 
-    prompts, skipped = _load_prompts(cfg.data.prompts, cfg, tokenizer)
-    eval_prompts, _ = _load_prompts(cfg.data.eval_prompts, cfg, tokenizer)
+    prompts, skipped = load_prompts(cfg.data.prompts, cfg, tokenizer)
+    eval_prompts, _ = load_prompts(cfg.data.eval_prompts, cfg, tokenizer)
     r = cfg.rollout
     sampling = SamplingParams(
         max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
@@ -128,7 +135,7 @@ def build_run(cfg: Config) -> Run:
         cfg=cfg, run_dir=run_dir, device=device, tokenizer=tokenizer, policy=policy, reference=reference,
         actor=actor, critic=critic, engine=_build_engine(cfg, policy, tokenizer), sampling=sampling,
         prompts=prompts, eval_prompts=eval_prompts, sampler=PromptSampler(len(prompts), cfg.seed),
-        scorer=Scorer(tokenizer, function=function, reward_model=reward_model, prompt_key=cfg.data.prompt_key),
+        scorer=build_scorer(cfg, tokenizer, device),
         reward_transform=RewardTransform(cfg.reward.normalize, cfg.reward.mean, cfg.reward.std,
                                          cfg.reward.clip, cfg.reward.scale),
         skipped_prompts=skipped,

@@ -44,10 +44,3 @@ def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, rollout: Rollo
     out["perf/tokens_per_s"] = generated / timings["timing/step"]
     out["perf/rollout_tokens_per_s"] = generated / timings["timing/rollout"]
     return {**out, **update_stats, **timings}
-
-
-def eval_metrics(rewards: torch.Tensor, rollout: Rollout) -> dict[str, float]:
-    return {
-        "eval/reward_mean": rewards.double().mean().item(),
-        "eval/response_length": rollout.response_mask.sum(dim=1).double().mean().item(),
-    }

@@ -124,3 +124,24 @@ def test_cli_train_runs_and_reports_bad_input_in_one_line(make_config, tmp_path,
     assert (tmp_path / "ok" / "final" / "model.safetensors").is_file()
     assert main([*args, f"output_dir={tmp_path / 'bad'}", f"model.policy={tmp_path / 'no-such-model'}"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+def test_evaluation_runs_in_the_loop_and_from_the_cli(make_config, prompt_file, tmp_path, capsys):
+    from reinforcepp.cli import main
+
+    cfg = make_config(CONFIGS / "reinforce_pp.yaml", f"data.eval_prompts={prompt_file}", "train.eval_every=2",
+                      "eval.samples_per_prompt=3", "eval.ks=[1,3]", "eval.pass_threshold=0.1")
+    final = train(cfg)
+    last = metrics(cfg.output_dir)[-1]
+    for key in ("eval/greedy/reward_mean", "eval/greedy/pass@1", "eval/sampled/pass@3", "eval/sampled/score_per_token"):
+        assert key in last, key
+    assert 0.0 <= last["eval/sampled/pass@1"] <= last["eval/sampled/pass@3"] <= 1.0
+
+    args = ["eval", f"model.policy={final}", f"data.eval_prompts={prompt_file}",
+            f"reward.function={cfg.reward.function}", "eval.samples_per_prompt=2", "eval.ks=[1,2]",
+            f"output_dir={tmp_path / 'eval'}", "rollout.max_new_tokens=6"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| greedy |" in out and "pass@2" in out
+    record = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert [r["mode"] for r in record["results"]] == ["greedy", "sampled"]

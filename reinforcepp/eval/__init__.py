@@ -1,0 +1,7 @@
+"""Evaluation: pass@k (unbiased), mean reward, response length, score per token."""
+
+from .evaluate import EvalResult, evaluate_prompts, format_table
+from .passk import pass_at_k
+from .suite import run_eval_suite
+
+__all__ = ["EvalResult", "evaluate_prompts", "format_table", "pass_at_k", "run_eval_suite"]

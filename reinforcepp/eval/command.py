@@ -1,0 +1,43 @@
+"""`reinforcepp eval`: evaluate a model on held-out prompts, print a table, write eval.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import transformers
+
+from reinforcepp.config import Config, ConfigError
+from reinforcepp.models import load_causal_lm, load_tokenizer
+from reinforcepp.rollout import TorchEngine
+from reinforcepp.train.run import build_scorer, check_sources, load_prompts, resolve_device
+
+from .evaluate import EvalResult, format_table
+from .suite import run_eval_suite
+
+
+def evaluate_model(cfg: Config) -> list[EvalResult]:
+    """Evaluate ``model.policy`` on ``data.eval_prompts`` (else ``data.prompts``) as ``cfg.eval`` asks;
+    writes ``output_dir/eval.json`` and returns the results."""
+    check_sources(cfg, need_prompts=False)
+    path = cfg.data.eval_prompts or cfg.data.prompts
+    if path is None:
+        raise ConfigError("data.eval_prompts: set the held-out prompts to evaluate on")
+    transformers.utils.logging.disable_progress_bar()
+    device = resolve_device(cfg.device)
+    m = cfg.model
+    tokenizer = load_tokenizer(m.policy, gguf_file=m.gguf_file, trust_remote_code=m.trust_remote_code)
+    model = load_causal_lm(m.policy, dtype=m.dtype, device=device, gguf_file=m.gguf_file,
+                           trust_remote_code=m.trust_remote_code)
+    prompts, _ = load_prompts(path, cfg, tokenizer)
+    results = run_eval_suite(cfg, TorchEngine(model, tokenizer), build_scorer(cfg, tokenizer, device), prompts)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"model": m.policy, "prompts": str(path), "results": [asdict(r) for r in results]}
+    (out / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+    return results
+
+
+def print_results(results: list[EvalResult]) -> None:
+    print(format_table(results))

@@ -1,0 +1,77 @@
+"""Evaluation on held-out prompts: pass@k, mean reward, response length, score per token."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from reinforcepp.data import Prompt
+from reinforcepp.rollout import Rollout, RolloutEngine, SamplingParams
+
+from .passk import pass_at_k
+
+# (prompts, rollout, n) -> rewards [len(prompts) * n]
+ScoreFn = Callable[[list[Prompt], Rollout, int], torch.Tensor]
+
+
+@dataclass
+class EvalResult:
+    mode: str  # "greedy" or "sampled"
+    num_prompts: int
+    samples_per_prompt: int
+    reward_mean: float
+    response_length: float
+    score_per_token: float  # total reward / total response tokens (the paper's Table 1 efficiency view)
+    pass_at: dict[int, float]  # k -> mean over prompts of the unbiased pass@k
+
+    def metrics(self, prefix: str = "eval") -> dict[str, float]:
+        out = {
+            f"{prefix}/{self.mode}/reward_mean": self.reward_mean,
+            f"{prefix}/{self.mode}/response_length": self.response_length,
+            f"{prefix}/{self.mode}/score_per_token": self.score_per_token,
+        }
+        out |= {f"{prefix}/{self.mode}/pass@{k}": v for k, v in self.pass_at.items()}
+        return out
+
+
+def evaluate_prompts(
+    engine: RolloutEngine,
+    score: ScoreFn,
+    prompts: list[Prompt],
+    params: SamplingParams,
+    *,
+    n: int = 1,
+    ks: tuple[int, ...] = (1,),
+    pass_threshold: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> EvalResult:
+    """Sample n responses per prompt (n = 1 and ``params.greedy`` for greedy), score them; a sample
+    passes when its reward >= ``pass_threshold``. pass@k is averaged over prompts."""
+    rollout = engine.generate([p.token_ids for p in prompts], params, n, generator)
+    rewards = score(prompts, rollout, n).double()  # [P * n]
+    lengths = rollout.response_mask.sum(dim=1).double()
+    passed = (rewards >= pass_threshold).view(len(prompts), n).sum(dim=1).tolist()
+    return EvalResult(
+        mode="greedy" if params.greedy else "sampled",
+        num_prompts=len(prompts),
+        samples_per_prompt=n,
+        reward_mean=rewards.mean().item(),
+        response_length=lengths.mean().item(),
+        score_per_token=rewards.sum().item() / max(lengths.sum().item(), 1.0),
+        pass_at={k: sum(pass_at_k(n, int(c), k) for c in passed) / len(prompts) for k in ks if k <= n},
+    )
+
+
+def format_table(results: list[EvalResult]) -> str:
+    """A Markdown table of evaluation results."""
+    ks = sorted({k for r in results for k in r.pass_at})
+    head = ["mode", "prompts", "n", "reward", "length", "score/token", *[f"pass@{k}" for k in ks]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [r.mode, str(r.num_prompts), str(r.samples_per_prompt), f"{r.reward_mean:.4f}",
+                 f"{r.response_length:.1f}", f"{r.score_per_token:.5f}",
+                 *[f"{r.pass_at[k]:.4f}" if k in r.pass_at else "" for k in ks]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
