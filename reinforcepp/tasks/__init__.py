@@ -1,1 +1,1 @@
-"""Offline tasks with verifiable answers: puzzle generators and their datasets."""
+"""Synthetic and benchmark task generators (prompt/answer rows)."""
