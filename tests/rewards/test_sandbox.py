@@ -1,0 +1,176 @@
+"""The code sandbox: isolation holds against hostile programs, and it refuses to run without it."""
+
+import os
+import socket
+import time
+import uuid
+
+import pytest
+
+from reinforcepp.rewards import sandbox
+from reinforcepp.rewards.sandbox import SandboxResult, SandboxUnavailable, ensure_sandbox, run_in_sandbox, run_many
+
+try:
+    ensure_sandbox()
+    UNAVAILABLE = None
+except SandboxUnavailable as exc:
+    UNAVAILABLE = str(exc)
+
+needs_sandbox = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"sandbox isolation unavailable: {UNAVAILABLE}")
+
+
+def _nobody_processes() -> list[int]:
+    """PIDs owned by nobody (the sandbox user) that are still alive, zombies excluded."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/status") as f:
+                    status = f.read()
+            except OSError:
+                continue
+            uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+            if uid == "65534" and "\nState:\tZ" not in status:
+                pids.append(int(name))
+    return pids
+
+
+def _wait_no_nobody_processes(seconds: float = 3.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (left := _nobody_processes()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+# --- refusal: these run everywhere --------------------------------------------------------------
+
+def test_refuses_without_root_and_never_runs_the_code(monkeypatch):
+    monkeypatch.setattr(sandbox, "_checked", {})
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(sandbox, "_run", lambda *a, **k: pytest.fail("code ran without a sandbox"))
+    with pytest.raises(SandboxUnavailable, match="needs root"):
+        run_in_sandbox("print('hi')", python="/usr/bin/python3")
+    with pytest.raises(SandboxUnavailable, match="needs root"):
+        run_many(["print('hi')"], python="/usr/bin/python3")
+
+
+def test_refuses_a_missing_user_and_a_probe_that_sees_the_network(monkeypatch):
+    monkeypatch.setattr(sandbox, "_checked", {})
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(sandbox, "_world_executable", lambda path: True)
+    with pytest.raises(SandboxUnavailable, match="'no-such-user-x' does not exist"):
+        ensure_sandbox("/usr/bin/python3", user="no-such-user-x")
+    # A probe that reports a real interface means no network namespace: refuse.
+    leaky = SandboxResult("passed", 0, '{"uid": 65534, "pid": 1, "tmp_writable": false, "ifaces": ["lo", "eth0"]}',
+                          "", 0.1)
+    monkeypatch.setattr(sandbox, "_run", lambda *a, **k: leaky)
+    with pytest.raises(SandboxUnavailable, match="network interfaces"):
+        ensure_sandbox("/usr/bin/python3", user="nobody")
+    with pytest.raises(SandboxUnavailable, match="network interfaces"):  # cached, still refused
+        run_in_sandbox("print(1)", python="/usr/bin/python3")
+
+
+def test_rejects_bad_limits():
+    with pytest.raises(ValueError, match="timeout"):
+        run_in_sandbox("pass", timeout=0)
+
+
+# --- isolation ------------------------------------------------------------------------------------
+
+@needs_sandbox
+def test_a_normal_program_passes_and_a_failing_one_fails():
+    ok = run_in_sandbox("print(sum(range(10)))", timeout=5)
+    assert ok.passed and ok.status == "passed" and ok.returncode == 0
+    assert ok.stdout.strip() == "45"
+    bad = run_in_sandbox("assert 1 + 1 == 3, 'arithmetic'", timeout=5)
+    assert not bad.passed and bad.status == "failed" and bad.returncode == 1
+    assert "AssertionError: arithmetic" in bad.stderr
+    syntax = run_in_sandbox("def f(:\n", timeout=5)
+    assert syntax.status == "failed" and "SyntaxError" in syntax.stderr
+
+
+@needs_sandbox
+def test_no_network_even_to_a_loopback_server_outside():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.setblocking(False)
+    port = server.getsockname()[1]
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # reachable from outside
+        server.accept()[0].close()
+        code = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+                "    print('CONNECTED')\nexcept OSError as e:\n    print('blocked', e.errno)\n"
+                "print(sorted(n for _, n in socket.if_nameindex()))\n")
+        res = run_in_sandbox(code, timeout=5)
+        assert res.passed, res.stderr
+        assert "CONNECTED" not in res.stdout and "blocked" in res.stdout
+        assert "['lo']" in res.stdout
+        with pytest.raises(BlockingIOError):  # nothing reached the server
+            server.accept()
+    finally:
+        server.close()
+
+
+@needs_sandbox
+def test_cannot_write_outside_its_dir_and_the_dir_is_removed(monkeypatch, tmp_path):
+    monkeypatch.setattr(sandbox.tempfile, "tempdir", str(tmp_path))  # where the work dir is made
+    name = f"rpp-escape-{uuid.uuid4().hex}"
+    targets = [f"/tmp/{name}", f"/root/{name}", f"/var/tmp/{name}", f"/dev/shm/{name}", f"/{name}"]
+    code = ("import os\n"
+            f"for path in {targets!r}:\n"
+            "    try:\n        open(path, 'w').write('x')\n        print('WROTE', path)\n"
+            "    except OSError as e:\n        print('denied', path, e.errno)\n"
+            "open('mine.txt', 'w').write('ok')\nprint('own', open('mine.txt').read(), os.getuid())\n")
+    res = run_in_sandbox(code, timeout=5)
+    assert res.passed, res.stderr
+    assert "WROTE" not in res.stdout and res.stdout.count("denied") == len(targets)
+    assert "own ok 65534" in res.stdout  # its own dir works, as nobody
+    assert not any(os.path.exists(t) for t in targets)
+    assert os.listdir(tmp_path) == []  # work dir and captured output removed
+
+
+@needs_sandbox
+def test_environment_is_scrubbed(monkeypatch):
+    monkeypatch.setenv("RPP_SECRET_TOKEN", "hunter2")
+    res = run_in_sandbox("import os; print(sorted(os.environ))", timeout=5)
+    assert res.passed and "RPP_SECRET_TOKEN" not in res.stdout and "PATH" in res.stdout
+
+
+@needs_sandbox
+def test_fork_bomb_is_bounded():
+    code = ("import os\nn = 0\nwhile True:\n    try:\n        os.fork()\n        n += 1\n"
+            "    except OSError:\n        print('fork refused', flush=True)\n        break\n")
+    start = time.monotonic()
+    res = run_in_sandbox(code, timeout=3, max_processes=16)
+    assert time.monotonic() - start < 5
+    assert "fork refused" in res.stdout
+    assert _wait_no_nobody_processes() == []
+
+
+@needs_sandbox
+def test_memory_bomb_fails():
+    res = run_in_sandbox("chunks = [bytearray(256 << 20) for _ in range(16)]\nprint('GOT 4 GiB')",
+                         timeout=10, memory_mb=256)
+    assert res.status == "failed" and "MemoryError" in res.stderr and "GOT" not in res.stdout
+
+
+@needs_sandbox
+def test_infinite_loop_is_killed_with_its_escaped_children():
+    # The child leaves the process group (setsid); the PID namespace still takes it down.
+    code = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n"
+            "while True:\n    pass\n")
+    res = run_in_sandbox(code, timeout=1)
+    assert res.status == "timeout" and not res.passed and res.returncode is None
+    assert 1.0 <= res.duration < 3.0
+    assert _wait_no_nobody_processes() == []
+
+
+@needs_sandbox
+def test_output_is_bounded_and_batches_keep_order():
+    res = run_in_sandbox("import sys\nfor _ in range(10**6): sys.stdout.write('y' * 100)\nprint('END')",
+                         timeout=10, max_file_mb=1)
+    assert res.status == "failed" and "END" not in res.stdout and len(res.stdout) <= 4096
+    results = run_many([f"print({i})" if i % 2 else "raise SystemExit(3)" for i in range(4)], timeout=5)
+    assert [r.status for r in results] == ["failed", "passed", "failed", "passed"]
+    assert results[1].stdout.strip() == "1" and results[0].returncode == 3
