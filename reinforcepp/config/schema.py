@@ -70,6 +70,9 @@ class RewardConfig(_Section):
         description="Reward function 'file.py:name' or 'package.module:name', called as "
         "fn(prompts, completions, **columns) -> list[float] (TRL's convention).",
     )
+    timeout: PositiveFloat | None = Field(
+        None, description="Seconds a reward-function call may take; a late one is an error naming the sample."
+    )
     normalize: Literal["none", "running", "fixed"] = Field(
         "none", description="Standardize R: running batch moments, or the fixed mean/std below."
     )

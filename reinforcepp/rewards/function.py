@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import importlib.util
 import inspect
@@ -40,9 +41,23 @@ def load_reward_function(spec: str) -> RewardFn:
     return fn
 
 
-def _call(fn: RewardFn, prompts: list[str], completions: list[str], columns: dict[str, list[Any]]) -> Any:
+def _call_now(fn: RewardFn, prompts: list[str], completions: list[str], columns: dict[str, list[Any]]) -> Any:
     out = fn(prompts, completions, **columns)
     return asyncio.run(out) if inspect.isawaitable(out) else out
+
+
+def _call(fn, prompts, completions, columns, timeout: float | None) -> Any:
+    """Call ``fn``; with a timeout it runs in a worker thread and a late answer raises TimeoutError.
+    (A thread cannot be killed: a hung function keeps its thread, but the run is told at once.)"""
+    if timeout is None:
+        return _call_now(fn, prompts, completions, columns)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(_call_now, fn, prompts, completions, columns).result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(f"no answer within {timeout} s") from None
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _describe(i: int, prompts: list[str], completions: list[str]) -> str:
@@ -50,25 +65,33 @@ def _describe(i: int, prompts: list[str], completions: list[str]) -> str:
 
 
 def score_completions(
-    fn: RewardFn, prompts: list[str], completions: list[str], columns: dict[str, list[Any]]
+    fn: RewardFn,
+    prompts: list[str],
+    completions: list[str],
+    columns: dict[str, list[Any]],
+    *,
+    timeout: float | None = None,
 ) -> list[float]:
-    """Call ``fn`` on the whole batch and check its answer.
+    """Call ``fn`` on the whole batch and check its answer; ``None`` means "skip this sample" and
+    comes back as NaN (the loop leaves such samples out of the loss and the baselines).
 
-    If the batched call raises, each sample is retried alone to find and name the one that fails.
+    If the batched call raises or times out, each sample is retried alone to find and name the one
+    that fails.
     """
     try:
-        scores = _call(fn, prompts, completions, columns)
+        scores = _call(fn, prompts, completions, columns, timeout)
     except Exception as batch_exc:
         for i in range(len(prompts)):
             try:
-                _call(fn, prompts[i : i + 1], completions[i : i + 1], {k: v[i : i + 1] for k, v in columns.items()})
+                one = {k: v[i : i + 1] for k, v in columns.items()}
+                _call(fn, prompts[i : i + 1], completions[i : i + 1], one, timeout)
             except Exception as exc:
-                raise RewardError(f"reward function raised on {_describe(i, prompts, completions)}: {exc!r}") from exc
-        raise RewardError(f"reward function raised on the batch: {batch_exc!r}") from batch_exc
+                raise RewardError(f"reward function failed on {_describe(i, prompts, completions)}: {exc!r}") from exc
+        raise RewardError(f"reward function failed on the batch: {batch_exc!r}") from batch_exc
     scores = list(scores)
     if len(scores) != len(prompts):
         raise RewardError(f"reward function returned {len(scores)} scores for {len(prompts)} completions")
     for i, s in enumerate(scores):
-        if s is None or not isinstance(s, (int, float)) or not math.isfinite(s):
+        if s is not None and (isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s)):
             raise RewardError(f"reward function returned {s!r} for {_describe(i, prompts, completions)}")
-    return [float(s) for s in scores]
+    return [math.nan if s is None else float(s) for s in scores]

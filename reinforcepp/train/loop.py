@@ -18,6 +18,7 @@ from .experience import Experience
 from .forward import critic_values, policy_logprobs
 from .metrics import MetricsLog
 from .run import Run, build_run
+from .scoring import drop_unscored
 from .state import refuse_to_overwrite, restore_state, save_final, save_state
 from .stats import step_metrics
 from .update import update_actor, update_critic
@@ -60,13 +61,15 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
                 rollout = run.engine.generate([p.token_ids for p in prompts], run.sampling, n, generator)
             # 3. Score every response; ReMax also scores a greedy response per prompt as its baseline.
             with timed(timings, "reward"):
-                raw_rewards = run.scorer(prompts, rollout, n)
-                run.reward_transform.observe(raw_rewards)
-                rewards = run.reward_transform(raw_rewards)
+                raw_rewards = run.scorer(prompts, rollout, n)  # NaN: skipped by the reward function
+                exp = Experience.from_rollout(rollout)
+                scored_rewards, exp.response_mask = drop_unscored(raw_rewards, exp.response_mask, n)
+                run.reward_transform.observe(raw_rewards[torch.isfinite(raw_rewards)])
+                rewards = run.reward_transform(scored_rewards)
                 greedy_rewards = greedy_baseline(run, prompts, n) if algo.advantage.estimator == "remax" else None
             # 4. Experience: log pi_old, log pi_ref, values, per-token KL.
             with timed(timings, "experience"):
-                exp = make_experience(run, Experience.from_rollout(rollout))
+                exp = make_experience(run, exp)
                 kl_in_reward = algo.kl.placement == "reward" and run.reference is not None
                 kl = kl_estimate(exp.old_logp, exp.ref_logp, algo.kl.estimator, clamp=algo.kl.clamp) if kl_in_reward else None
                 # 5. Advantages (REINFORCE++: token returns, then the global batch z-score).

@@ -85,7 +85,8 @@ def build_scorer(cfg: Config, tokenizer, device: torch.device) -> Scorer:
         reward_model = ValueModel.from_pretrained(cfg.model.reward_model, dtype=cfg.model.dtype, device=device)
         reward_model.requires_grad_(False)
     function = load_reward_function(cfg.reward.function) if cfg.reward.function else None
-    return Scorer(tokenizer, function=function, reward_model=reward_model, prompt_key=cfg.data.prompt_key)
+    return Scorer(tokenizer, function=function, reward_model=reward_model, prompt_key=cfg.data.prompt_key,
+                  timeout=cfg.reward.timeout)
 
 
 def optimizer_steps_per_run(cfg: Config) -> int:

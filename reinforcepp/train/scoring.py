@@ -22,8 +22,10 @@ class Scorer:
     (called with the prompts, completions and every other column of the prompt rows) or a
     Bradley-Terry reward model (its score of prompt + response)."""
 
-    def __init__(self, tokenizer, *, function: Callable | None = None, reward_model=None, prompt_key: str = "prompt"):
+    def __init__(self, tokenizer, *, function: Callable | None = None, reward_model=None, prompt_key: str = "prompt",
+                 timeout: float | None = None):
         self.tokenizer, self.function, self.reward_model, self.prompt_key = tokenizer, function, reward_model, prompt_key
+        self.timeout = timeout
 
     def __call__(self, prompts: list[Prompt], rollout: Rollout, n: int) -> torch.Tensor:
         rows = [p.row for p in prompts for _ in range(n)]
@@ -32,7 +34,8 @@ class Scorer:
         completions = decode_responses(self.tokenizer, rollout)
         texts = [row[self.prompt_key] for row in rows]
         columns = {k: [row.get(k) for row in rows] for k in rows[0] if k != self.prompt_key}
-        return torch.tensor(score_completions(self.function, texts, completions, columns), dtype=torch.float32)
+        scores = score_completions(self.function, texts, completions, columns, timeout=self.timeout)
+        return torch.tensor(scores, dtype=torch.float32)  # NaN where the function returned None
 
     @torch.no_grad()
     def _model_scores(self, rollout: Rollout) -> torch.Tensor:
@@ -40,3 +43,19 @@ class Scorer:
         input_ids = torch.cat([rollout.prompt_ids, rollout.response_ids], dim=1).to(device)
         attention_mask = torch.cat([rollout.prompt_mask, rollout.response_mask], dim=1).to(device)
         return self.reward_model.score(input_ids, attention_mask).float().cpu()
+
+
+def drop_unscored(rewards: torch.Tensor, response_mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples the reward function skipped (NaN) leave the update: their response mask becomes 0 (no
+    loss, no whitening statistics) and their reward becomes the mean of the scored samples of their
+    prompt, so the group-mean baselines of the others do not move (TRL's nanmean, made explicit).
+
+    Shapes: rewards [B], response_mask [B, T] -> (rewards [B] without NaN, response_mask [B, T]).
+    """
+    scored = torch.isfinite(rewards)
+    if bool(scored.all()):
+        return rewards, response_mask
+    groups = rewards.view(-1, n)
+    group_mean = torch.nanmean(groups, dim=1, keepdim=True).nan_to_num(0.0)  # an all-skipped group: 0
+    filled = torch.where(torch.isfinite(groups), groups, group_mean).view(-1)
+    return filled, response_mask * scored[:, None].to(response_mask.dtype)

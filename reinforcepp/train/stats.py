@@ -12,6 +12,9 @@ from .experience import Experience
 
 def _moments(prefix: str, x: torch.Tensor) -> dict[str, float]:
     x = x.double()
+    x = x[torch.isfinite(x)]  # samples the reward function skipped are not scores
+    if not len(x):
+        return {}
     return {f"{prefix}/mean": x.mean().item(), f"{prefix}/std": x.std(unbiased=False).item()}
 
 
@@ -21,6 +24,7 @@ def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, rollout: Rollo
     lengths = mask.sum(dim=1).double()
     out = {
         **_moments("reward", raw_rewards),
+        "reward/skipped": float((~torch.isfinite(raw_rewards)).sum()),
         "response_length/mean": lengths.mean().item(),
         "response_length/max": lengths.max().item(),
         "response_length/clip_ratio": (~rollout.finished).double().mean().item(),  # cut at max_new_tokens

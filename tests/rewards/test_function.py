@@ -31,11 +31,11 @@ def test_a_raising_function_is_reported_with_the_failing_sample():
     def fn(prompts, completions):
         return [1.0 / (len(c) - 2) for c in completions]
 
-    with pytest.raises(RewardError, match=r"raised on sample 1 \(prompt 'q', completion 'ab'\).*ZeroDivisionError"):
+    with pytest.raises(RewardError, match=r"failed on sample 1 \(prompt 'q', completion 'ab'\).*ZeroDivisionError"):
         score_completions(fn, ["p", "q"], ["abc", "ab"], {})
 
 
-@pytest.mark.parametrize("bad", [None, float("nan"), "1"])
+@pytest.mark.parametrize("bad", [float("nan"), "1", True])
 def test_unusable_scores_name_the_sample(bad):
     with pytest.raises(RewardError, match="for sample 1"):
         score_completions(lambda p, c: [0.0, bad], ["p", "q"], ["x", "y"], {})
@@ -64,3 +64,24 @@ def test_fixed_normalization_and_clip():
     other = RewardTransform("fixed")
     other.load_state_dict(state)
     assert other.mean == 1.0 and other.std == 2.0
+
+
+def test_none_skips_a_sample_as_nan():
+    import math
+
+    out = score_completions(lambda p, c: [1.0, None], ["p", "q"], ["x", "y"], {})
+    assert out[0] == 1.0 and math.isnan(out[1])
+
+
+def test_a_hanging_function_times_out_naming_the_sample():
+    import time
+
+    def fn(prompts, completions):
+        if "slow" in completions:
+            time.sleep(5)
+        return [0.0] * len(completions)
+
+    start = time.perf_counter()
+    with pytest.raises(RewardError, match=r"failed on sample 1 .*'slow'.*TimeoutError"):
+        score_completions(fn, ["p", "q"], ["x", "slow"], {}, timeout=0.2)
+    assert time.perf_counter() - start < 2

@@ -1,6 +1,7 @@
 """The RL engine end to end on a tiny random model: every preset, learning, resume, the saved model."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,16 @@ def test_evaluation_runs_in_the_loop_and_from_the_cli(make_config, prompt_file, 
     assert "| greedy |" in out and "pass@2" in out
     record = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert [r["mode"] for r in record["results"]] == ["greedy", "sampled"]
+
+
+def test_a_reward_function_may_skip_samples_with_none(make_config, tmp_path):
+    reward_file = tmp_path / "skipping_reward.py"
+    reward_file.write_text(
+        "def reward_func(prompts, completions, **kw):\n"
+        "    return [None if i % 3 == 0 else c.count('a') / max(len(c), 1) for i, c in enumerate(completions)]\n"
+    )
+    cfg = make_config(CONFIGS / "grpo.yaml", f"reward.function={reward_file}")
+    train(cfg)
+    rows = metrics(cfg.output_dir)
+    assert rows[0]["reward/skipped"] == 6  # 16 samples, every third skipped
+    assert all(math.isfinite(r["actor/pg_loss"]) for r in rows)
