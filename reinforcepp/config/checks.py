@@ -97,6 +97,8 @@ def _unused_settings(cfg: Config) -> list[str]:
         problems.append(
             f"reward.mean/reward.std: only used by reward.normalize='fixed' (got {reward.normalize!r})"
         )
+    if reward.normalize == "model" and cfg.model.reward_model is None:
+        problems.append("reward.normalize: 'model' uses a reward model's stored mean/std; set model.reward_model")
     ev = cfg.eval
     if ev.samples_per_prompt and max(ev.ks) > ev.samples_per_prompt:
         problems.append(

@@ -73,8 +73,10 @@ class RewardConfig(_Section):
     timeout: PositiveFloat | None = Field(
         None, description="Seconds a reward-function call may take; a late one is an error naming the sample."
     )
-    normalize: Literal["none", "running", "fixed"] = Field(
-        "none", description="Standardize R: running batch moments, or the fixed mean/std below."
+    normalize: Literal["none", "running", "fixed", "model"] = Field(
+        "none",
+        description="Standardize R: running batch moments, the fixed mean/std below, or the reward "
+        "model's stored mean/std (model).",
     )
     mean: float = Field(0.0, description="Mean for normalize=fixed.")
     std: PositiveFloat = Field(1.0, description="Std for normalize=fixed.")

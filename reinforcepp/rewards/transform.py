@@ -38,7 +38,7 @@ class RewardTransform:
             self.update(rewards)
 
     def __call__(self, rewards: torch.Tensor) -> torch.Tensor:
-        if self.normalize != "none":
+        if self.normalize in ("running", "fixed"):  # "model": the reward model already normalized
             rewards = (rewards - self.mean) / max(self.std, 1e-8)
         if self.clip is not None:
             rewards = rewards.clamp(-self.clip, self.clip)

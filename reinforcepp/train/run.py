@@ -86,7 +86,7 @@ def build_scorer(cfg: Config, tokenizer, device: torch.device) -> Scorer:
         reward_model.requires_grad_(False)
     function = load_reward_function(cfg.reward.function) if cfg.reward.function else None
     return Scorer(tokenizer, function=function, reward_model=reward_model, prompt_key=cfg.data.prompt_key,
-                  timeout=cfg.reward.timeout)
+                  timeout=cfg.reward.timeout, normalize_with_model=cfg.reward.normalize == "model")
 
 
 def optimizer_steps_per_run(cfg: Config) -> int:

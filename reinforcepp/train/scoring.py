@@ -23,9 +23,9 @@ class Scorer:
     Bradley-Terry reward model (its score of prompt + response)."""
 
     def __init__(self, tokenizer, *, function: Callable | None = None, reward_model=None, prompt_key: str = "prompt",
-                 timeout: float | None = None):
+                 timeout: float | None = None, normalize_with_model: bool = False):
         self.tokenizer, self.function, self.reward_model, self.prompt_key = tokenizer, function, reward_model, prompt_key
-        self.timeout = timeout
+        self.timeout, self.normalize_with_model = timeout, normalize_with_model
 
     def __call__(self, prompts: list[Prompt], rollout: Rollout, n: int) -> torch.Tensor:
         rows = [p.row for p in prompts for _ in range(n)]
@@ -42,7 +42,8 @@ class Scorer:
         device = next(self.reward_model.parameters()).device
         input_ids = torch.cat([rollout.prompt_ids, rollout.response_ids], dim=1).to(device)
         attention_mask = torch.cat([rollout.prompt_mask, rollout.response_mask], dim=1).to(device)
-        return self.reward_model.score(input_ids, attention_mask).float().cpu()
+        scores = self.reward_model.score(input_ids, attention_mask, normalize=self.normalize_with_model)
+        return scores.float().cpu()
 
 
 def drop_unscored(rewards: torch.Tensor, response_mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -105,12 +105,23 @@ def test_a_bradley_terry_reward_model_scores_the_responses(make_config, tiny_dir
     from reinforcepp.models import ValueModel
 
     rm_dir = tmp_path / "rm"
-    ValueModel.from_pretrained(tiny_dir).save_pretrained(rm_dir)
+    rm = ValueModel.from_pretrained(tiny_dir)
+    rm.save_pretrained(rm_dir)
     cfg = make_config(CONFIGS / "ppo.yaml", "reward.function=null", f"model.reward_model={rm_dir}")
     train(cfg)
-    rows = metrics(cfg.output_dir)
-    assert rows[0]["reward/std"] > 0  # real, varying scores from the model
-    assert "critic/value_loss" in rows[-1]
+    raw = metrics(cfg.output_dir)
+    assert raw[0]["reward/std"] > 0  # real, varying scores from the model
+    assert "critic/value_loss" in raw[-1]
+
+    # with its stored mean/std, the scores are standardized: (r - mean) / std
+    rm.set_normalization(mean=raw[0]["reward/mean"], std=10 * raw[0]["reward/std"])
+    rm.save_pretrained(rm_dir)
+    normalized = make_config(CONFIGS / "ppo.yaml", "reward.function=null", f"model.reward_model={rm_dir}",
+                             "reward.normalize=model", f"output_dir={tmp_path / 'normalized'}")
+    train(normalized)
+    first = metrics(tmp_path / "normalized")[0]
+    assert first["reward/mean"] == pytest.approx(0.0, abs=1e-5)
+    assert first["reward/std"] == pytest.approx(0.1, rel=1e-3)
 
 
 def test_cli_train_runs_and_reports_bad_input_in_one_line(make_config, tmp_path, capsys):
