@@ -52,6 +52,13 @@ def _batch_divisibility(cfg: Config) -> list[str]:
             f"train.batch_size: rollout.batch_size * rollout.n_samples_per_prompt = {prompts} * {n} "
             f"= {prompts * n} samples per RL step is not divisible by train.batch_size = {train}"
         )
+    for stage in ("sft", "rm"):
+        section = getattr(cfg, stage)
+        if section.batch_size % section.micro_batch_size:
+            problems.append(
+                f"{stage}.micro_batch_size: {stage}.batch_size = {section.batch_size} is not divisible by "
+                f"{stage}.micro_batch_size = {section.micro_batch_size}"
+            )
     if train % micro:
         problems.append(
             f"train.micro_batch_size: train.batch_size = {train} is not divisible by "

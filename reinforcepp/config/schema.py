@@ -145,6 +145,14 @@ class CriticOptimConfig(OptimConfig):
     lr: PositiveFloat = Field(9e-6, description="Peak critic learning rate.")
 
 
+class SFTOptimConfig(OptimConfig):
+    lr: PositiveFloat = Field(1e-5, description="Peak SFT learning rate.")
+
+
+class RMOptimConfig(OptimConfig):
+    lr: PositiveFloat = Field(9e-6, description="Peak reward-model learning rate.")
+
+
 class ActorConfig(_Section):
     optim: ActorOptimConfig = Field(default_factory=ActorOptimConfig, description="Actor optimizer.")
 
@@ -173,6 +181,28 @@ class EvalConfig(_Section):
     pass_threshold: float = Field(1.0, description="A response passes when its reward is at least this.")
 
 
+class SFTConfig(_Section):
+    data: str | None = Field(None, description="JSONL/Parquet/dataset dir of prompt + response rows.")
+    response_key: str = Field("response", description="Column holding the target response.")
+    max_len: PositiveInt = Field(1024, description="Prompt + response tokens; longer rows are skipped and counted.")
+    epochs: PositiveInt = Field(1, description="Passes over the data.")
+    batch_size: PositiveInt = Field(32, description="Rows per optimizer step.")
+    micro_batch_size: PositiveInt = Field(8, description="Rows per forward/backward pass.")
+    optim: SFTOptimConfig = Field(default_factory=SFTOptimConfig, description="Optimizer.")
+
+
+class RMConfig(_Section):
+    data: str | None = Field(None, description="Preference pairs: rows with prompt, chosen, rejected.")
+    eval_data: str | None = Field(None, description="Held-out pairs for pairwise accuracy.")
+    chosen_key: str = Field("chosen", description="Column of the preferred response.")
+    rejected_key: str = Field("rejected", description="Column of the other response.")
+    max_len: PositiveInt = Field(1024, description="Prompt + response tokens; longer pairs are skipped and counted.")
+    epochs: PositiveInt = Field(1, description="Passes over the data.")
+    batch_size: PositiveInt = Field(32, description="Pairs per optimizer step.")
+    micro_batch_size: PositiveInt = Field(8, description="Pairs per forward/backward pass.")
+    optim: RMOptimConfig = Field(default_factory=RMOptimConfig, description="Optimizer.")
+
+
 class CheckpointConfig(_Section):
     every: NonNegativeInt = Field(0, description="Checkpoint every N RL steps; 0 = only the final model.")
     keep: PositiveInt = Field(3, description="Keep the last K checkpoints.")
@@ -198,6 +228,8 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Batching and run length.")
     reward: RewardConfig = Field(default_factory=RewardConfig, description="Where rewards come from.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation on held-out prompts.")
+    sft: SFTConfig = Field(default_factory=SFTConfig, description="`reinforcepp sft`: supervised fine-tuning.")
+    rm: RMConfig = Field(default_factory=RMConfig, description="`reinforcepp rm`: Bradley-Terry reward model.")
     ckpt: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints and resume.")
     log: LogConfig = Field(default_factory=LogConfig, description="Metrics and progress display.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
