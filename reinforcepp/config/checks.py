@@ -104,6 +104,11 @@ def _unused_settings(cfg: Config) -> list[str]:
         problems.append(
             f"reward.mean/reward.std: only used by reward.normalize='fixed' (got {reward.normalize!r})"
         )
+    if reward.overlong_buffer is not None and reward.overlong_buffer > cfg.rollout.max_new_tokens:
+        problems.append(
+            f"reward.overlong_buffer: {reward.overlong_buffer} is longer than rollout.max_new_tokens = "
+            f"{cfg.rollout.max_new_tokens}"
+        )
     if reward.normalize == "model" and cfg.model.reward_model is None:
         problems.append("reward.normalize: 'model' uses a reward model's stored mean/std; set model.reward_model")
     ev = cfg.eval

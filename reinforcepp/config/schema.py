@@ -81,6 +81,10 @@ class RewardConfig(_Section):
     mean: float = Field(0.0, description="Mean for normalize=fixed.")
     std: PositiveFloat = Field(1.0, description="Std for normalize=fixed.")
     clip: PositiveFloat | None = Field(None, description="Clip R to [-clip, clip] after normalizing.")
+    overlong_buffer: PositiveInt | None = Field(
+        None, description="DAPO's soft overlong penalty over the last N tokens of rollout.max_new_tokens; None = off."
+    )
+    overlong_factor: float = Field(1.0, ge=0, description="The overlong penalty at rollout.max_new_tokens.")
     scale: float = Field(1.0, description="Multiply R by this after clipping.")
 
 

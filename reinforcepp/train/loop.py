@@ -12,6 +12,7 @@ import torch
 from reinforcepp.algos import compute_advantages, kl_estimate
 from reinforcepp.config import Config
 from reinforcepp.eval import run_eval_suite
+from reinforcepp.rewards.format_rewards import overlong_penalty
 from reinforcepp.rollout import SamplingParams
 
 from .experience import Experience
@@ -62,6 +63,7 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
             # 3. Score every response; ReMax also scores a greedy response per prompt as its baseline.
             with timed(timings, "reward"):
                 raw_rewards = run.scorer(prompts, rollout, n)  # NaN: skipped by the reward function
+                raw_rewards = raw_rewards + length_penalty(cfg, rollout)
                 exp = Experience.from_rollout(rollout)
                 scored_rewards, exp.response_mask = drop_unscored(raw_rewards, exp.response_mask, n)
                 run.reward_transform.observe(raw_rewards[torch.isfinite(raw_rewards)])
@@ -118,6 +120,16 @@ def _in_chunks(fn: Callable[[Experience], torch.Tensor], exp: Experience, chunk:
         part = fn(exp.rows(rows)).float().cpu()
         out[rows, : part.shape[1]] = part
     return out * exp.response_mask
+
+
+def length_penalty(cfg: Config, rollout) -> torch.Tensor:
+    """DAPO's soft overlong penalty on R (before any baseline, as OpenRLHF); 0 when off."""
+    if cfg.reward.overlong_buffer is None:
+        return torch.zeros(rollout.num_sequences)
+    lengths = rollout.response_lengths().tolist()
+    penalty = overlong_penalty(lengths, cfg.rollout.max_new_tokens, cfg.reward.overlong_buffer,
+                               cfg.reward.overlong_factor)
+    return torch.tensor(penalty, dtype=torch.float32)
 
 
 def greedy_baseline(run: Run, prompts, n: int) -> torch.Tensor:

@@ -170,3 +170,16 @@ def test_a_reward_function_may_skip_samples_with_none(make_config, tmp_path):
     rows = metrics(cfg.output_dir)
     assert rows[0]["reward/skipped"] == 6  # 16 samples, every third skipped
     assert all(math.isfinite(r["actor/pg_loss"]) for r in rows)
+
+
+def test_the_overlong_penalty_lowers_the_reward_of_long_responses(make_config, tmp_path):
+    plain = make_config(CONFIGS / "reinforce_pp.yaml", "train.num_steps=1", f"output_dir={tmp_path / 'plain'}")
+    train(plain)
+    penalized = make_config(CONFIGS / "reinforce_pp.yaml", "train.num_steps=1", "reward.overlong_buffer=6",
+                            "reward.overlong_factor=2.0", f"output_dir={tmp_path / 'penalized'}")
+    train(penalized)
+    before, after = metrics(tmp_path / "plain")[0], metrics(tmp_path / "penalized")[0]
+    # same samples (same seed); with max_new_tokens = buffer = 6 a response of length L loses 2 * L / 6
+    assert after["response_length/mean"] == before["response_length/mean"]
+    expected = before["reward/mean"] - 2.0 * before["response_length/mean"] / 6
+    assert after["reward/mean"] == pytest.approx(expected, abs=1e-6)
