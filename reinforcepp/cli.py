@@ -16,6 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_config_command(commands)
     _add_train_command(commands)
     _add_eval_command(commands)
+    _add_serve_reward_command(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -102,3 +103,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     print_results(results)
     print(f"results: {cfg.output_dir}/eval.json")
     return 0
+
+
+def _add_serve_reward_command(commands: argparse._SubParsersAction) -> None:
+    from reinforcepp.rewards.serve import build_parser, run
+
+    parser = commands.add_parser("serve-reward", help="serve a reward function over HTTP (POST /score)")
+    build_parser(parser)
+    parser.set_defaults(run=run)

@@ -16,7 +16,16 @@ from .advantages import (
 )
 from .kl import KL_ESTIMATORS, kl_estimate
 from .logprobs import token_logprobs
-from .losses import AGGREGATIONS, aggregate, entropy_from_logits, kl_loss, policy_loss, value_loss
+from .losses import (
+    AGGREGATIONS,
+    aggregate,
+    bradley_terry_loss,
+    entropy_from_logits,
+    kl_loss,
+    policy_loss,
+    sft_loss,
+    value_loss,
+)
 from .masked import masked_mean, masked_sum, masked_var, masked_whiten
 
 __all__ = [
@@ -26,6 +35,7 @@ __all__ = [
     "KL_ESTIMATORS",
     "WHITENED_ESTIMATORS",
     "aggregate",
+    "bradley_terry_loss",
     "compute_advantages",
     "discounted_returns",
     "entropy_from_logits",
@@ -37,6 +47,7 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "policy_loss",
+    "sft_loss",
     "shape_rewards",
     "token_logprobs",
     "token_rewards",

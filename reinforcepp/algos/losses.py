@@ -180,3 +180,63 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     z = logits.float()
     p = torch.softmax(z, dim=-1)
     return torch.logsumexp(z, dim=-1) - (p * z).sum(dim=-1)
+
+
+def sft_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    num_tokens: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Masked token cross-entropy of supervised fine-tuning, averaged over response tokens.
+
+        l_t  = -log softmax(z_t)[y_t]                      (z = logits, y = targets)
+        loss = sum_{b,t} m_{b,t} l_{b,t} / N_tok
+
+    logits [B, T, V] (any float dtype; computed in at least float32), targets [B, T] token ids, mask [B, T]
+    (1 on response tokens, 0 on prompt and padding; the target id under a 0 is ignored, so it may be
+    anything in [0, V)). Position t predicts targets[:, t]: the caller has already shifted by one.
+    N_tok (``num_tokens``) defaults to mask.sum(); under micro-batching pass the optimizer step's
+    global count so the sum of the micro-batch losses is the step's loss. Returns a scalar.
+    """
+    if logits.shape[:2] != targets.shape or targets.shape != mask.shape:
+        raise ValueError(
+            f"sft_loss: logits {tuple(logits.shape)}, targets {tuple(targets.shape)} and mask "
+            f"{tuple(mask.shape)} must agree on [B, T]"
+        )
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32; fp64 stays
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long(), reduction="none"
+    ).view(targets.shape)  # [B, T]
+    mask = mask.to(nll.dtype)
+    return aggregate(nll, mask, "token-mean", num_tokens=num_tokens)
+
+
+def bradley_terry_loss(
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    *,
+    num_pairs: float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bradley-Terry reward-model loss (paper eq. 11) and pairwise accuracy.
+
+        loss = -sum_i log sigmoid(r(q_i, o_i^+) - r(q_i, o_i^-)) / N
+        acc  = mean_i 1[r(q_i, o_i^+) > r(q_i, o_i^-)]          (a tie counts as wrong)
+
+    chosen_rewards, rejected_rewards: [B] scores of the preferred and the other response to the same
+    prompt. log sigmoid is ``F.logsigmoid`` (log(1 + e^-m) without overflow for any margin m).
+    N (``num_pairs``) defaults to B; under micro-batching pass the optimizer step's global pair count.
+    Returns (loss scalar, accuracy scalar; the accuracy is over this batch and carries no gradient).
+    """
+    if chosen_rewards.shape != rejected_rewards.shape or chosen_rewards.dim() != 1:
+        raise ValueError(
+            f"bradley_terry_loss: chosen {tuple(chosen_rewards.shape)} and rejected "
+            f"{tuple(rejected_rewards.shape)} must both be [B]"
+        )
+    dtype = torch.promote_types(torch.promote_types(chosen_rewards.dtype, rejected_rewards.dtype), torch.float32)
+    margin = chosen_rewards.to(dtype) - rejected_rewards.to(dtype)  # [B]
+    denom = margin.numel() if num_pairs is None else num_pairs
+    loss = -torch.nn.functional.logsigmoid(margin).sum() / torch.as_tensor(denom, dtype=margin.dtype).clamp(min=1.0)
+    accuracy = (margin.detach() > 0).float().mean() if margin.numel() else margin.new_zeros(())
+    return loss, accuracy

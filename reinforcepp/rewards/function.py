@@ -20,7 +20,12 @@ class RewardError(RuntimeError):
 
 
 def load_reward_function(spec: str) -> RewardFn:
-    """Load ``'path/to/file.py:name'`` or ``'package.module:name'`` (name defaults to ``reward_func``)."""
+    """Load ``'path/to/file.py:name'`` or ``'package.module:name'`` (name defaults to ``reward_func``),
+    or an ``http(s)://`` URL of a reward server (`reinforcepp serve-reward`)."""
+    if spec.startswith(("http://", "https://")):
+        from .remote import remote_reward
+
+        return remote_reward(spec)
     target, _, name = spec.rpartition(":") if ":" in spec else (spec, "", "reward_func")
     name = name or "reward_func"
     if target.endswith(".py"):
@@ -80,6 +85,8 @@ def score_completions(
     """
     try:
         scores = _call(fn, prompts, completions, columns, timeout)
+    except RewardError:
+        raise  # already names its sample (a reward server's answer); retrying one by one would cost N calls
     except Exception as batch_exc:
         for i in range(len(prompts)):
             try:

@@ -1,0 +1,74 @@
+"""run_sft on a tiny random model: the loss falls, prompts get no loss, the export loads."""
+
+import json
+
+import pytest
+import torch
+
+from reinforcepp.config import load_config
+from reinforcepp.models import load_causal_lm, load_tokenizer
+from reinforcepp.stages import run_sft
+from reinforcepp.stages.sft import build_examples, collate, encode_pair
+from reinforcepp.testing import save_tiny_checkpoint, tiny_tokenizer
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def test_sft_lowers_loss_and_saves_a_loadable_model(tiny, tmp_path):
+    rows = [{"prompt": "say a:", "response": "aaaa"}] * 30 + [{"prompt": "say a:" * 20, "response": "a"}] * 2
+    data = write_jsonl(tmp_path / "sft.jsonl", rows)
+    cfg = load_config(None, [
+        f"model.policy={tiny}", f"sft.data={data}", f"output_dir={tmp_path / 'run'}",
+        "sft.epochs=4", "sft.batch_size=8", "sft.micro_batch_size=4", "sft.max_len=40",
+        "sft.optim.lr=3e-3", "sft.optim.warmup_ratio=0", "device=cpu",
+    ])
+    out = run_sft(cfg)
+    assert out == tmp_path / "run" / "sft_final"
+    records = [json.loads(line) for line in (tmp_path / "run" / "sft_metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 4 * 4  # 30 kept rows, 8 per step -> 4 steps per epoch
+    assert all(r["skipped_rows"] == 2 for r in records)  # the two 121-token rows
+    first, last = records[0]["loss"], records[-1]["loss"]
+    assert last < 0.5 * first, (first, last)
+
+    model = load_causal_lm(out)
+    tok = load_tokenizer(out)
+    ids = torch.tensor([tok("say a:")["input_ids"]])
+    with torch.no_grad():
+        next_id = model(input_ids=ids).logits[0, -1].argmax().item()
+    assert tok.convert_ids_to_tokens(next_id) == "a"
+
+
+def test_prompt_tokens_get_no_loss():
+    tok = tiny_tokenizer()
+    rows = [{"prompt": "hi:", "response": "ab"}, {"prompt": "q", "response": "xyz"}]
+    examples, skipped = build_examples(rows, tok, prompt_key="prompt", response_key="response", max_len=100,
+                                       chat_template=True)
+    assert skipped == 0
+    eos = tok.eos_token_id
+    assert examples[0].ids == tok("hi:")["input_ids"] + tok("ab")["input_ids"] + [eos]
+    assert examples[0].loss_mask == [0, 0, 0, 1, 1, 1]
+    batch = collate(examples, tok.pad_token_id)
+    # Position t predicts token t+1: targets are the response tokens (and EOS) only; padding is masked.
+    assert batch["loss_mask"].tolist() == [[0, 0, 1, 1, 1], [1, 1, 1, 1, 0]]
+    picked = batch["targets"][batch["loss_mask"].bool()].tolist()
+    assert picked == tok("ab")["input_ids"] + [eos] + tok("xyz")["input_ids"] + [eos]
+
+
+def test_chat_template_puts_the_response_in_the_assistant_turn():
+    template = (
+        "{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }}.{% endfor %}"
+        "{% if add_generation_prompt %}a:{% endif %}"
+    )
+    tok = tiny_tokenizer(chat_template=template)
+    prompt_ids, response_ids = encode_pair(tok, "hi", "yo", chat_template=True)
+    assert tok.decode(prompt_ids) == "u:hi.a:"
+    assert tok.decode(response_ids, skip_special_tokens=True) == "yo."
+    assert response_ids[-1] == tok.eos_token_id
