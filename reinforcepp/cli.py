@@ -16,6 +16,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_config_command(commands)
     _add_train_command(commands)
     _add_eval_command(commands)
+    _add_stage_command(commands, "sft", "supervised fine-tuning, loss on response tokens only (sft.*)")
+    _add_stage_command(commands, "rm", "train a Bradley-Terry reward model on preference pairs (rm.*)")
     _add_serve_reward_command(commands)
     args = parser.parse_args(argv)
     try:
@@ -111,3 +113,22 @@ def _add_serve_reward_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("serve-reward", help="serve a reward function over HTTP (POST /score)")
     build_parser(parser)
     parser.set_defaults(run=run)
+
+
+def _add_stage_command(commands: argparse._SubParsersAction, name: str, help: str) -> None:
+    parser = commands.add_parser(name, help=help)
+    _add_config_arguments(parser)
+    parser.set_defaults(run=_run_stage, stage=name)
+
+
+def _run_stage(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from reinforcepp.stages import run_rm, run_sft
+
+    try:
+        out = (run_sft if args.stage == "sft" else run_rm)(cfg)
+    except (*_input_errors(), FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"saved: {out}")
+    return 0

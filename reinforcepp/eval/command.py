@@ -9,9 +9,9 @@ from pathlib import Path
 import transformers
 
 from reinforcepp.config import Config, ConfigError
-from reinforcepp.models import load_causal_lm, load_tokenizer
+from reinforcepp.models import load_causal_lm, load_tokenizer, resolve_device
 from reinforcepp.rollout import TorchEngine
-from reinforcepp.train.run import build_scorer, check_sources, load_prompts, resolve_device
+from reinforcepp.train.run import build_scorer, check_sources, load_prompts
 
 from .evaluate import EvalResult, format_table
 from .suite import run_eval_suite

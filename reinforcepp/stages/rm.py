@@ -24,7 +24,7 @@ import torch
 from reinforcepp.algos import bradley_terry_loss
 from reinforcepp.config.schema import Config
 from reinforcepp.data.prompts import DataError, read_rows
-from reinforcepp.models import ValueModel, load_tokenizer
+from reinforcepp.models import ValueModel, load_tokenizer, resolve_device
 from reinforcepp.stages.sft import (
     append_jsonl,
     check_string_column,
@@ -35,7 +35,6 @@ from reinforcepp.stages.sft import (
     pad_right,
     prepare_output,
     require,
-    resolve_device,
     step_batches,
 )
 from reinforcepp.train.optim import build_optimizer

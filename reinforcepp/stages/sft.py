@@ -23,7 +23,7 @@ from reinforcepp.algos import sft_loss
 from reinforcepp.config.errors import ConfigError
 from reinforcepp.config.schema import Config
 from reinforcepp.data.prompts import DataError, read_rows
-from reinforcepp.models import load_causal_lm, load_tokenizer
+from reinforcepp.models import load_causal_lm, load_tokenizer, resolve_device
 from reinforcepp.train.checkpoint import save_hf_model
 from reinforcepp.train.optim import build_optimizer
 
@@ -43,14 +43,6 @@ class Example:
     @property
     def num_targets(self) -> int:
         return sum(self.loss_mask)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was asked for but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def require(cfg: Config, stage: str) -> None:

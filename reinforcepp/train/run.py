@@ -11,7 +11,7 @@ import transformers
 
 from reinforcepp.config import Config, ConfigError, save_config
 from reinforcepp.data import Prompt, PromptSampler, read_rows, tokenize_prompts
-from reinforcepp.models import ValueModel, load_causal_lm, load_reference, load_tokenizer
+from reinforcepp.models import ValueModel, load_causal_lm, load_reference, load_tokenizer, resolve_device
 from reinforcepp.rewards import RewardTransform, load_reward_function
 from reinforcepp.rollout import RolloutEngine, SamplingParams, TorchEngine
 
@@ -45,14 +45,6 @@ class Run:
 
     def next_prompts(self) -> list[Prompt]:
         return [self.prompts[i] for i in self.sampler.next_indices(self.cfg.rollout.batch_size)]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was asked for but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def check_sources(cfg: Config, *, need_prompts: bool = True) -> None:

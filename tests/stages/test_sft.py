@@ -72,3 +72,18 @@ def test_chat_template_puts_the_response_in_the_assistant_turn():
     assert tok.decode(prompt_ids) == "u:hi.a:"
     assert tok.decode(response_ids, skip_special_tokens=True) == "yo."
     assert response_ids[-1] == tok.eos_token_id
+
+
+def test_the_cli_runs_sft_and_rm_and_refuses_to_overwrite(tiny, tmp_path, capsys):
+    from reinforcepp.cli import main
+
+    sft_data = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": "say a:", "response": "aa"}] * 4)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "x:", "chosen": "aa", "rejected": "bb"}] * 4)
+    common = [f"model.policy={tiny}", f"output_dir={tmp_path / 'run'}", "device=cpu"]
+    assert main(["sft", *common, f"sft.data={sft_data}", "sft.batch_size=4", "sft.micro_batch_size=4"]) == 0
+    assert "sft_final" in capsys.readouterr().out
+    assert main(["rm", *common, f"rm.data={pairs}", f"rm.eval_data={pairs}", "rm.batch_size=4",
+                 "rm.micro_batch_size=4"]) == 0
+    assert "rm_final" in capsys.readouterr().out
+    assert main(["sft", *common, f"sft.data={sft_data}", "sft.batch_size=4", "sft.micro_batch_size=4"]) == 2
+    assert "sft_final" in capsys.readouterr().err
