@@ -22,7 +22,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except ConfigError as exc:
+    except Exception as exc:
+        if not isinstance(exc, (ConfigError, *_input_errors())):
+            raise
+        # bad input: one clear line, no traceback; checkpoints already written stay intact
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -63,13 +66,14 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _input_errors() -> tuple[type[Exception], ...]:
-    """Errors caused by bad input: reported in one line, without a traceback."""
+    """Errors caused by bad input besides ConfigError: reported in one line, without a traceback.
+    Imported only once an error happened, so `reinforcepp config` stays free of torch."""
     from reinforcepp.data import DataError
     from reinforcepp.models import ModelLoadError
     from reinforcepp.rewards import RewardError
     from reinforcepp.train.checkpoint import CheckpointError
 
-    return DataError, ModelLoadError, RewardError, CheckpointError
+    return DataError, ModelLoadError, RewardError, CheckpointError, FileExistsError
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -78,12 +82,7 @@ def _run_train(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from reinforcepp.train import train  # torch and transformers load only when training
 
-    try:
-        final = train(cfg)
-    except _input_errors() as exc:  # checkpoints already written stay intact
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"final model: {final}")
+    print(f"final model: {train(cfg)}")
     return 0
 
 
@@ -97,12 +96,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from reinforcepp.eval.command import evaluate_model, print_results
 
-    try:
-        results = evaluate_model(cfg)
-    except _input_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_results(results)
+    print_results(evaluate_model(cfg))
     print(f"results: {cfg.output_dir}/eval.json")
     return 0
 
@@ -125,10 +119,5 @@ def _run_stage(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from reinforcepp.stages import run_rm, run_sft
 
-    try:
-        out = (run_sft if args.stage == "sft" else run_rm)(cfg)
-    except (*_input_errors(), FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"saved: {out}")
+    print(f"saved: {(run_sft if args.stage == 'sft' else run_rm)(cfg)}")
     return 0

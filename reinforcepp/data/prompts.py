@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,14 @@ def read_rows(path: str | Path, prompt_key: str) -> list[dict[str, Any]]:
     text = str(path)
     directory, _, split = text.rpartition(":") if ":" in text and not Path(text).exists() else (text, "", "")
     if Path(directory).is_dir():
-        return _check_rows(_read_saved_dataset(Path(directory), split), prompt_key, f"{directory}, row")
+        return _check_rows(_read_saved_dataset(Path(directory), split), prompt_key, str(directory))
     path = Path(text)
     if path.suffix == ".parquet":
         if not path.is_file():
             raise DataError(f"prompt file not found: {path}")
         import pyarrow.parquet as pq  # imported at the edge: only Parquet users need it
 
-        return _check_rows(pq.read_table(path).to_pylist(), prompt_key, f"{path}, row")
+        return _check_rows(pq.read_table(path).to_pylist(), prompt_key, str(path))
     return read_jsonl(path, prompt_key)
 
 
@@ -52,13 +53,28 @@ def _read_saved_dataset(directory: Path, split: str) -> list[dict[str, Any]]:
     return data.to_list()
 
 
-def _check_rows(rows: list[Any], prompt_key: str, where: str) -> list[dict[str, Any]]:
+def check_string_column(rows: list[Any], key: str, source: str) -> None:
+    """Every row is a mapping with a string ``key``; the error names the source and the row."""
     for i, row in enumerate(rows):
-        if not isinstance(row, dict) or not isinstance(row.get(prompt_key), str):
-            raise DataError(f"{where} {i}: expected a string column {prompt_key!r}")
+        if not isinstance(row, dict) or not isinstance(row.get(key), str):
+            raise DataError(f"{source}, row {i}: expected a string column {key!r}")
+
+
+def _check_rows(rows: list[Any], prompt_key: str, source: str) -> list[dict[str, Any]]:
+    check_string_column(rows, prompt_key, source)
     if not rows:
-        raise DataError(f"{where.rsplit(',', 1)[0]}: no prompts")
+        raise DataError(f"{source}: no prompts")
     return rows
+
+
+def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
+    """Write ``rows`` as JSON Lines (one object per line, UTF-8); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
 
 
 def read_jsonl(path: str | Path, prompt_key: str) -> list[dict[str, Any]]:
@@ -120,6 +136,13 @@ def tokenize_prompts(
     return prompts, skipped
 
 
+def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
+    """A shuffled order of range(n) that depends only on (seed, epoch)."""
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
 @dataclass
 class PromptSampler:
     """Serves prompts in a fresh seeded permutation each epoch; its state is two integers.
@@ -134,17 +157,12 @@ class PromptSampler:
     position: int = 0
     _order: list[int] = field(default_factory=list, repr=False)
 
-    def _permutation(self) -> list[int]:
-        order = list(range(self.num_prompts))
-        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
-        return order
-
     def next_indices(self, k: int) -> list[int]:
         """The next k prompt indices, rolling into the next epoch when this one runs out."""
         out = []
         while len(out) < k:
             if not self._order:
-                self._order = self._permutation()
+                self._order = epoch_permutation(self.num_prompts, self.seed, self.epoch)
             take = min(k - len(out), self.num_prompts - self.position)
             out.extend(self._order[self.position : self.position + take])
             self.position += take

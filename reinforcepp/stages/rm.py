@@ -23,13 +23,11 @@ import torch
 
 from reinforcepp.algos import bradley_terry_loss
 from reinforcepp.config.schema import Config
-from reinforcepp.data.prompts import DataError, read_rows
+from reinforcepp.data.prompts import DataError, check_string_column, read_rows
 from reinforcepp.models import ValueModel, load_tokenizer, resolve_device
 from reinforcepp.stages.sft import (
     append_jsonl,
-    check_string_column,
     chunks,
-    clip_and_step,
     encode_pair,
     num_steps,
     pad_right,
@@ -37,7 +35,7 @@ from reinforcepp.stages.sft import (
     require,
     step_batches,
 )
-from reinforcepp.train.optim import build_optimizer
+from reinforcepp.train.optim import build_optimizer, clip_and_step
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +158,7 @@ def run_rm(cfg: Config) -> Path:
             loss.backward()
             loss_sum += loss.item()
             correct += acc.item() * len(micro)
-        grad_norm = clip_and_step(model, optimizer, scheduler, r.optim.max_grad_norm)
+        grad_norm = float(clip_and_step(model, optimizer, scheduler, r.optim.max_grad_norm))
         accuracy = correct / len(batch)
         append_jsonl(metrics_path, {"phase": "train", "step": step + 1, "loss": loss_sum, "accuracy": accuracy,
                                     "lr": lr, "grad_norm": grad_norm, "pairs": len(batch), "skipped_pairs": skipped})

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,10 @@ import torch
 from reinforcepp.algos import sft_loss
 from reinforcepp.config.errors import ConfigError
 from reinforcepp.config.schema import Config
-from reinforcepp.data.prompts import DataError, read_rows
+from reinforcepp.data.prompts import DataError, check_string_column, epoch_permutation, read_rows
 from reinforcepp.models import load_causal_lm, load_tokenizer, resolve_device
 from reinforcepp.train.checkpoint import save_hf_model
-from reinforcepp.train.optim import build_optimizer
+from reinforcepp.train.optim import build_optimizer, clip_and_step
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +53,6 @@ def require(cfg: Config, stage: str) -> None:
         problems.append(f"{stage}.data: {stage} needs a data file")
     if problems:
         raise ConfigError(*problems)
-
-
-def check_string_column(rows: list[dict[str, Any]], key: str, where: str) -> None:
-    for i, row in enumerate(rows):
-        if not isinstance(row.get(key), str):
-            raise DataError(f"{where}, row {i}: expected a string column {key!r}")
 
 
 def encode_pair(tokenizer, prompt: str, response: str, *, chat_template: bool) -> tuple[list[int], list[int]]:
@@ -128,8 +121,7 @@ def collate(examples: Sequence[Example], pad_id: int, device: torch.device | str
 def step_batches(n: int, batch_size: int, epochs: int, seed: int) -> Iterator[list[int]]:
     """Index lists, one per optimizer step: a fresh permutation each epoch from (seed, epoch)."""
     for epoch in range(epochs):
-        order = list(range(n))
-        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        order = epoch_permutation(n, seed, epoch)
         for start in range(0, n, batch_size):
             yield order[start : start + batch_size]
 
@@ -141,16 +133,6 @@ def num_steps(n: int, batch_size: int, epochs: int) -> int:
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def clip_and_step(model: torch.nn.Module, optimizer, scheduler, max_grad_norm: float | None) -> float:
-    """Clip (when set), step the optimizer and schedule, zero the grads; returns the pre-clip grad norm."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm is not None else float("inf"))
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return float(norm)
 
 
 def prepare_output(cfg: Config, final_name: str, metrics_name: str) -> tuple[Path, Path]:
@@ -211,7 +193,7 @@ def run_sft(cfg: Config) -> Path:
             loss = sft_loss(logits, inputs["targets"], inputs["loss_mask"], num_tokens=num_tokens)
             loss.backward()
             loss_sum += loss.item()
-        grad_norm = clip_and_step(model, optimizer, scheduler, s.optim.max_grad_norm)
+        grad_norm = float(clip_and_step(model, optimizer, scheduler, s.optim.max_grad_norm))
         record = {"step": step + 1, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
                   "tokens": num_tokens, "rows": len(batch), "skipped_rows": skipped}
         append_jsonl(metrics_path, record)

@@ -7,10 +7,12 @@ seed and use their own ``random.Random``, so the same arguments always give the 
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
+
+from reinforcepp.data.prompts import write_jsonl
+
+__all__ = ["TEMPLATES", "arithmetic_problem", "make_arithmetic", "make_word_problems", "write_jsonl"]
 
 BOXED_SUFFIX = " Put your final answer in \\boxed{}."
 
@@ -151,12 +153,3 @@ def make_word_problems(
         })
     return rows
 
-
-def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
-    """Write ``rows`` as JSON Lines (one object per line, UTF-8); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path

@@ -25,11 +25,12 @@ implementation; no code or data from those projects is used.
 from __future__ import annotations
 
 import itertools
-import json
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from reinforcepp.data.prompts import write_jsonl
 
 Statement = tuple
 Assignment = tuple[bool, ...]  # True = knight, False = knave, one entry per person
@@ -311,13 +312,7 @@ def write_kk_dataset(
         seed, train_people, test_people, per_size_train, per_size_test, depth=depth, width=width
     )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = out / "train.jsonl", out / "test.jsonl"
-    for path, rows in zip(paths, (train_rows, test_rows)):
-        with path.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-    return paths
+    return write_jsonl(train_rows, out / "train.jsonl"), write_jsonl(test_rows, out / "test.jsonl")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

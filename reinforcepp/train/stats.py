@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from reinforcepp.algos import kl_estimate, masked_mean
+from reinforcepp.algos import kl_estimate, masked_mean, masked_var
 from reinforcepp.rollout import Rollout
 
 from .experience import Experience
@@ -29,7 +29,7 @@ def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, rollout: Rollo
         "response_length/max": lengths.max().item(),
         "response_length/clip_ratio": (~rollout.finished).double().mean().item(),  # cut at max_new_tokens
         "advantages/mean": masked_mean(exp.advantages, mask).item(),
-        "advantages/std": masked_mean((exp.advantages - masked_mean(exp.advantages, mask)) ** 2, mask).sqrt().item(),
+        "advantages/std": masked_var(exp.advantages, mask).sqrt().item(),
         "returns/mean": masked_mean(exp.returns, mask).item(),
         "data/skipped_prompts": float(run.skipped_prompts),
         "data/epoch": float(run.sampler.epoch),

@@ -19,6 +19,7 @@ from reinforcepp.config import Config
 from . import dist
 from .experience import Experience
 from .forward import critic_values, policy_logprobs
+from .optim import clip_and_step
 
 
 @dataclass
@@ -43,13 +44,7 @@ def _step(opt: Optimization, micro_losses: Callable[[Experience], torch.Tensor],
     """Accumulate gradients over micro-batches of ``rows``, clip, step. Returns the grad norm."""
     for micro in rows.split(micro_batch_size):
         micro_losses(exp.rows(micro)).backward()
-    params = [p for p in opt.model.parameters() if p.requires_grad]
-    max_norm = opt.max_grad_norm if opt.max_grad_norm is not None else float("inf")
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    opt.optimizer.step()
-    opt.scheduler.step()
-    opt.optimizer.zero_grad(set_to_none=True)
-    return grad_norm.detach()
+    return clip_and_step(opt.model, opt.optimizer, opt.scheduler, opt.max_grad_norm)
 
 
 class _Meter:

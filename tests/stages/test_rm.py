@@ -9,7 +9,7 @@ import torch
 from reinforcepp.config import load_config
 from reinforcepp.models import ValueModel
 from reinforcepp.stages import run_rm
-from reinforcepp.testing import save_tiny_checkpoint
+from reinforcepp.data.prompts import write_jsonl
 
 
 def pairs(n, seed):
@@ -23,19 +23,9 @@ def pairs(n, seed):
     return rows
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
-
-
 def test_rm_learns_a_preference_and_stores_reward_moments(tiny, tmp_path):
-    train = write_jsonl(tmp_path / "train.jsonl", pairs(64, seed=1))
-    held_out = write_jsonl(tmp_path / "eval.jsonl", pairs(40, seed=2))
+    train = write_jsonl(pairs(64, seed=1), tmp_path / "train.jsonl")
+    held_out = write_jsonl(pairs(40, seed=2), tmp_path / "eval.jsonl")
     cfg = load_config(None, [
         f"model.policy={tiny}", f"rm.data={train}", f"rm.eval_data={held_out}", f"output_dir={tmp_path / 'run'}",
         "rm.epochs=3", "rm.batch_size=16", "rm.micro_batch_size=8", "rm.optim.lr=3e-3",

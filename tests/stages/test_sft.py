@@ -2,29 +2,19 @@
 
 import json
 
-import pytest
 import torch
 
 from reinforcepp.config import load_config
 from reinforcepp.models import load_causal_lm, load_tokenizer
 from reinforcepp.stages import run_sft
 from reinforcepp.stages.sft import build_examples, collate, encode_pair
-from reinforcepp.testing import save_tiny_checkpoint, tiny_tokenizer
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+from reinforcepp.data.prompts import write_jsonl
+from reinforcepp.testing import tiny_tokenizer
 
 
 def test_sft_lowers_loss_and_saves_a_loadable_model(tiny, tmp_path):
     rows = [{"prompt": "say a:", "response": "aaaa"}] * 30 + [{"prompt": "say a:" * 20, "response": "a"}] * 2
-    data = write_jsonl(tmp_path / "sft.jsonl", rows)
+    data = write_jsonl(rows, tmp_path / "sft.jsonl")
     cfg = load_config(None, [
         f"model.policy={tiny}", f"sft.data={data}", f"output_dir={tmp_path / 'run'}",
         "sft.epochs=4", "sft.batch_size=8", "sft.micro_batch_size=4", "sft.max_len=40",
@@ -77,8 +67,8 @@ def test_chat_template_puts_the_response_in_the_assistant_turn():
 def test_the_cli_runs_sft_and_rm_and_refuses_to_overwrite(tiny, tmp_path, capsys):
     from reinforcepp.cli import main
 
-    sft_data = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": "say a:", "response": "aa"}] * 4)
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "x:", "chosen": "aa", "rejected": "bb"}] * 4)
+    sft_data = write_jsonl([{"prompt": "say a:", "response": "aa"}] * 4, tmp_path / "sft.jsonl")
+    pairs = write_jsonl([{"prompt": "x:", "chosen": "aa", "rejected": "bb"}] * 4, tmp_path / "pairs.jsonl")
     common = [f"model.policy={tiny}", f"output_dir={tmp_path / 'run'}", "device=cpu"]
     assert main(["sft", *common, f"sft.data={sft_data}", "sft.batch_size=4", "sft.micro_batch_size=4"]) == 0
     assert "sft_final" in capsys.readouterr().out
