@@ -1,6 +1,7 @@
 # Two entry points, each installs what it needs into .venv on first use:
-#   make demo    a one-minute REINFORCE++ run on a tiny model (examples/quickstart.yaml)
-#   make test    the whole test suite (CPU, tiny tensors and models)
+#   make demo        the main job: SFT a small model on addition, then REINFORCE++ (about 10 min on 2 CPU cores)
+#   make test        the whole test suite (CPU, tiny tensors and models)
+#   make quickstart  a 20-second REINFORCE++ smoke run on a tiny random model (examples/quickstart.yaml)
 # TORCH is the torch requirement installed first, so that no later step pulls another build:
 # the default is the CPU wheel this project is developed with; on a GPU machine pass e.g.
 # `make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"`.
@@ -11,7 +12,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast clean
+DEMO_DIR ?= runs/demo
+
+.PHONY: install demo quickstart test test-fast clean
 
 install: $(STAMP)
 
@@ -24,6 +27,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(PY) -m reinforcepp demo --output $(DEMO_DIR)
+
+quickstart: $(STAMP)
 	$(PY) -m reinforcepp.testing runs/quickstart/base-model
 	$(PY) -m reinforcepp train --config examples/quickstart.yaml
 

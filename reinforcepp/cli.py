@@ -13,12 +13,15 @@ from reinforcepp.config import Config, ConfigError, config_to_yaml, load_config
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reinforcepp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_demo_command(commands)
     _add_config_command(commands)
     _add_train_command(commands)
     _add_eval_command(commands)
     _add_stage_command(commands, "sft", "supervised fine-tuning, loss on response tokens only (sft.*)")
     _add_stage_command(commands, "rm", "train a Bradley-Terry reward model on preference pairs (rm.*)")
     _add_serve_reward_command(commands)
+    _add_compare_command(commands)
+    _add_report_command(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -45,6 +48,22 @@ def _load(args: argparse.Namespace) -> Config:
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     return cfg
+
+
+def _add_demo_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "demo", help="the main job: SFT a small model on addition, then REINFORCE++; before/after table and report"
+    )
+    parser.add_argument("--output", default="runs/demo", metavar="DIR", help="run directory (default: runs/demo)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the demo config")
+    parser.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from reinforcepp.demo import run_demo
+
+    run_demo(args.output, args.overrides)
+    return 0
 
 
 def _add_config_command(commands: argparse._SubParsersAction) -> None:
@@ -120,4 +139,54 @@ def _run_stage(args: argparse.Namespace) -> int:
     from reinforcepp.stages import run_rm, run_sft
 
     print(f"saved: {(run_sft if args.stage == 'sft' else run_rm)(cfg)}")
+    return 0
+
+
+def _add_compare_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "compare",
+        help="run several algorithm presets on the same data, seeds and budget; one comparison report",
+        epilog="KEY=VALUE overrides go after EXPERIMENT, or at the end after --seeds/--presets.",
+    )
+    parser.add_argument("experiment", nargs="?", metavar="EXPERIMENT", help="experiment YAML (title, config, runs)")
+    parser.add_argument("--config", metavar="FILE", help="quick form: the shared config of every run")
+    parser.add_argument("--presets", nargs="+", default=[], metavar="NAME", help="quick form: presets to compare")
+    parser.add_argument("--output", metavar="DIR", help="default: runs/compare/<experiment file stem>")
+    parser.add_argument("--seeds", nargs="+", metavar="SEED", help="seeds of every run (beat the file's seeds:)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of every run")
+    parser.set_defaults(run=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from reinforcepp.compare import compare
+
+    # --presets/--seeds take several values, so they also swallow the KEY=VALUE overrides written after them.
+    presets = [p for p in args.presets if "=" not in p]
+    seeds = [s for s in args.seeds or [] if "=" not in s]
+    overrides = [*args.overrides, *(v for v in [*args.presets, *(args.seeds or [])] if "=" in v)]
+    if args.experiment is not None and "=" in args.experiment:  # `compare --config X --presets ... K=V` order
+        overrides.insert(0, args.experiment)
+        args.experiment = None
+    if not all(s.lstrip("-").isdigit() for s in seeds):
+        raise ConfigError(f"--seeds: expected integers, got {' '.join(seeds)}")
+    compare(args.experiment, config=args.config, presets=presets, output=args.output,
+            seeds=[int(s) for s in seeds] or None, overrides=overrides)
+    return 0
+
+
+def _add_report_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("report", help="(re)write a run directory's report.html from its files")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory (holds metrics.jsonl)")
+    parser.add_argument("--title", help="page title (default: from the run directory)")
+    parser.set_defaults(run=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if not (Path(args.run_dir) / "metrics.jsonl").is_file():
+        raise ConfigError(f"{args.run_dir}: not a run directory (no metrics.jsonl)")
+    from reinforcepp.report import write_run_report
+
+    print(f"report: {write_run_report(args.run_dir, title=args.title)}")
     return 0

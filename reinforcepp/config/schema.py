@@ -51,6 +51,9 @@ class DataConfig(_Section):
     )
     apply_chat_template: bool = Field(True, description="Wrap prompts in the tokenizer's chat template.")
     eval_prompts: str | None = Field(None, description="Held-out prompts for evaluation; None = no eval.")
+    max_prompts: PositiveInt | None = Field(
+        None, description="Train on only the first N prompts (small-prompt-set studies); None = all."
+    )
 
 
 class RolloutConfig(_Section):
@@ -183,6 +186,15 @@ class EvalConfig(_Section):
     temperature: PositiveFloat = Field(0.6, description="Sampling temperature of the sampled evaluation.")
     ks: list[PositiveInt] = Field(default_factory=lambda: [1], description="The k of pass@k (sampled).")
     pass_threshold: float = Field(1.0, description="A response passes when its reward is at least this.")
+    before_training: bool = Field(
+        True, description="With train.eval_every > 0, also evaluate the starting policy (logged as step 0)."
+    )
+    train_prompts: NonNegativeInt = Field(
+        0, description="Also evaluate on the first N training prompts (metrics eval_train/...); 0 = off."
+    )
+    group_key: str | None = Field(
+        None, description="Also report pass@1 per value of this prompt column, e.g. people for K&K."
+    )
 
 
 class SFTConfig(_Section):
@@ -191,6 +203,7 @@ class SFTConfig(_Section):
     max_len: PositiveInt = Field(1024, description="Prompt + response tokens; longer rows are skipped and counted.")
     epochs: PositiveInt = Field(1, description="Passes over the data.")
     batch_size: PositiveInt = Field(32, description="Rows per optimizer step.")
+    max_steps: PositiveInt | None = Field(None, description="Stop after this many optimizer steps; None = all epochs.")
     micro_batch_size: PositiveInt = Field(8, description="Rows per forward/backward pass.")
     optim: SFTOptimConfig = Field(default_factory=SFTOptimConfig, description="Optimizer.")
 
@@ -218,6 +231,9 @@ class CheckpointConfig(_Section):
 class LogConfig(_Section):
     tensorboard: bool = Field(True, description="Also write TensorBoard events to output_dir/tensorboard.")
     progress: bool = Field(True, description="Show a progress bar and a one-line summary per step.")
+    prompt_rewards: bool = Field(
+        False, description="Write each step's rewards per training prompt to prompt_rewards.jsonl."
+    )
 
 
 class Config(_Section):

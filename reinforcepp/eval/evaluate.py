@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,6 +25,7 @@ class EvalResult:
     response_length: float
     score_per_token: float  # total reward / total response tokens (the paper's Table 1 efficiency view)
     pass_at: dict[int, float]  # k -> mean over prompts of the unbiased pass@k
+    prompt_pass_rates: list[float] = field(default_factory=list, repr=False)  # per prompt: passed / n
 
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
         out = {
@@ -34,6 +35,16 @@ class EvalResult:
         }
         out |= {f"{prefix}/{self.mode}/pass@{k}": v for k, v in self.pass_at.items()}
         return out
+
+    def grouped_metrics(self, key: str, values: list[object], prefix: str = "eval") -> dict[str, float]:
+        """pass@1 per value of a prompt column (``values[i]`` is prompt i's), e.g. K&K accuracy by
+        number of people: ``{prefix}/{mode}/by_{key}/{value}/pass@1``."""
+        if len(values) != len(self.prompt_pass_rates):
+            raise ValueError(f"grouped_metrics: {len(values)} values for {len(self.prompt_pass_rates)} prompts")
+        groups: dict[str, list[float]] = {}
+        for value, rate in zip(values, self.prompt_pass_rates):
+            groups.setdefault(str(value), []).append(rate)
+        return {f"{prefix}/{self.mode}/by_{key}/{v}/pass@1": sum(r) / len(r) for v, r in groups.items()}
 
 
 def evaluate_prompts(
@@ -61,6 +72,7 @@ def evaluate_prompts(
         response_length=lengths.mean().item(),
         score_per_token=rewards.sum().item() / max(lengths.sum().item(), 1.0),
         pass_at={k: sum(pass_at_k(n, int(c), k) for c in passed) / len(prompts) for k in ks if k <= n},
+        prompt_pass_rates=[c / n for c in passed],
     )
 
 

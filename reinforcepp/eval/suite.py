@@ -13,6 +13,7 @@ from .evaluate import EvalResult, ScoreFn, evaluate_prompts
 
 
 def run_eval_suite(cfg: Config, engine: RolloutEngine, score: ScoreFn, prompts: list[Prompt]) -> list[EvalResult]:
+    """Greedy and/or sampled evaluation of ``prompts``, as ``cfg.eval`` asks."""
     ev, rollout = cfg.eval, cfg.rollout
     common = dict(max_new_tokens=rollout.max_new_tokens, stop_strings=tuple(rollout.stop_strings))
     results = []
@@ -25,3 +26,14 @@ def run_eval_suite(cfg: Config, engine: RolloutEngine, score: ScoreFn, prompts: 
         results.append(evaluate_prompts(engine, score, prompts, params, n=ev.samples_per_prompt,
                                         ks=tuple(ev.ks), pass_threshold=ev.pass_threshold, generator=generator))
     return results
+
+
+def eval_metrics(cfg: Config, results: list[EvalResult], prompts: list[Prompt], prefix: str = "eval") -> dict[str, float]:
+    """The flat metrics of a suite's results, with pass@1 by ``eval.group_key`` when it is set."""
+    out: dict[str, float] = {}
+    key = cfg.eval.group_key
+    for result in results:
+        out |= result.metrics(prefix)
+        if key is not None:
+            out |= result.grouped_metrics(key, [p.row.get(key) for p in prompts], prefix)
+    return out

@@ -8,6 +8,7 @@ run as micro-batches of `sft.micro_batch_size`; every micro-batch loss is divide
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ from reinforcepp.config.schema import Config
 from reinforcepp.data.prompts import DataError, check_string_column, epoch_permutation, read_rows
 from reinforcepp.models import load_causal_lm, load_tokenizer, resolve_device
 from reinforcepp.train.checkpoint import save_hf_model
+from reinforcepp.train.metrics import StepProgress
 from reinforcepp.train.optim import build_optimizer, clip_and_step
 
 log = logging.getLogger(__name__)
@@ -179,9 +181,12 @@ def run_sft(cfg: Config) -> Path:
     print(f"sft: {len(examples)} rows ({skipped} skipped over max_len={s.max_len}), {s.epochs} epoch(s)")
 
     total = num_steps(len(examples), s.batch_size, s.epochs)
+    if s.max_steps is not None:
+        total = min(total, s.max_steps)  # the LR schedule spans the steps that will run
     optimizer, scheduler = build_optimizer(model, s.optim, total)
     pad_id = tokenizer.pad_token_id
-    for step, indices in enumerate(step_batches(len(examples), s.batch_size, s.epochs, cfg.seed)):
+    progress = StepProgress(total, "SFT steps", enabled=cfg.log.progress)
+    for step, indices in enumerate(itertools.islice(step_batches(len(examples), s.batch_size, s.epochs, cfg.seed), total)):
         batch = [examples[i] for i in indices]
         num_tokens = sum(e.num_targets for e in batch)  # the step's global normalizer
         lr = scheduler.get_last_lr()[0]
@@ -197,7 +202,8 @@ def run_sft(cfg: Config) -> Path:
         record = {"step": step + 1, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
                   "tokens": num_tokens, "rows": len(batch), "skipped_rows": skipped}
         append_jsonl(metrics_path, record)
-        print(f"sft step {step + 1}/{total}  loss {loss_sum:.4f}  lr {lr:.3g}  grad_norm {grad_norm:.3f}")
+        progress.step(f"sft step {step + 1}/{total} | loss {loss_sum:.4f} | lr {lr:.3g} | grad_norm {grad_norm:.3f}")
+    progress.close()
 
     model.eval()
     return save_hf_model(model, tokenizer, final)

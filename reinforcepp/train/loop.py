@@ -11,7 +11,7 @@ import torch
 
 from reinforcepp.algos import compute_advantages, kl_estimate
 from reinforcepp.config import Config
-from reinforcepp.eval import run_eval_suite
+from reinforcepp.eval import eval_metrics, run_eval_suite
 from reinforcepp.rewards.format_rewards import overlong_penalty
 from reinforcepp.rollout import SamplingParams
 
@@ -51,12 +51,14 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
                              total_steps=cfg.train.num_steps, start_step=start)
     n, algo = cfg.rollout.n_samples_per_prompt, cfg.algo
     try:
+        if start == 0 and cfg.train.eval_every and cfg.eval.before_training:
+            run.metrics.log_eval(0, evaluate(run))  # the starting policy: step 0 of every curve
         for step in range(start + 1, cfg.train.num_steps + 1):
             timings: dict[str, float] = {}
             generator = step_generator(cfg.seed, step)
             step_start = time.perf_counter()
             # 1. Sample a batch of prompts.
-            prompts = run.next_prompts()
+            prompt_indices, prompts = run.next_prompts()
             # 2. Roll out n responses per prompt with the current (old) policy.
             with timed(timings, "rollout"):
                 rollout = run.engine.generate([p.token_ids for p in prompts], run.sampling, n, generator)
@@ -88,9 +90,11 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
             timings["timing/step"] = time.perf_counter() - step_start
             # 7. Log, evaluate, checkpoint.
             metrics = step_metrics(run, exp, raw_rewards, rollout, n, stats, timings)
-            if cfg.train.eval_every and step % cfg.train.eval_every == 0:
+            if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.num_steps):
                 metrics |= evaluate(run)
             run.metrics.log(step, metrics)
+            if cfg.log.prompt_rewards:
+                run.metrics.log_prompt_rewards(step, prompt_indices, raw_rewards)
             if cfg.ckpt.every and step % cfg.ckpt.every == 0 and step < cfg.train.num_steps:
                 save_state(run, step)
             if on_step_end is not None:
@@ -142,6 +146,11 @@ def greedy_baseline(run: Run, prompts, n: int) -> torch.Tensor:
 
 
 def evaluate(run: Run) -> dict[str, float]:
-    """The configured evaluation (greedy; sampled pass@k) on the held-out prompts."""
-    results = run_eval_suite(run.cfg, run.engine, run.scorer, run.eval_prompts)
-    return {k: v for r in results for k, v in r.metrics().items()}
+    """The configured evaluation (greedy; sampled pass@k) on the held-out prompts, and on the first
+    ``eval.train_prompts`` training prompts (prefix eval_train/: the gap shows overfitting)."""
+    cfg = run.cfg
+    metrics = eval_metrics(cfg, run_eval_suite(cfg, run.engine, run.scorer, run.eval_prompts), run.eval_prompts)
+    if cfg.eval.train_prompts:
+        seen = run.prompts[: cfg.eval.train_prompts]
+        metrics |= eval_metrics(cfg, run_eval_suite(cfg, run.engine, run.scorer, seen), seen, prefix="eval_train")
+    return metrics

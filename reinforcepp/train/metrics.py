@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+PROMPT_REWARDS = "prompt_rewards.jsonl"
+
 # (metric, label, format) of the one-line summary
 SUMMARY = (
     ("reward/mean", "reward", "{:.3f}"),
@@ -15,7 +17,8 @@ SUMMARY = (
     ("actor/pg_loss", "loss", "{:+.2e}"),
     ("actor/clip_frac", "clip", "{:.3f}"),
     ("actor/entropy", "ent", "{:.2f}"),
-    ("eval/greedy/reward_mean", "eval", "{:.3f}"),
+    ("eval/greedy/pass@1", "eval greedy", "{:.3f}"),
+    ("eval/sampled/pass@1", "eval sampled", "{:.3f}"),
     ("timing/step", "s/step", "{:.2f}"),
 )
 
@@ -49,12 +52,33 @@ class MetricsLog:
 
     def _drop_steps_after(self, step: int) -> None:
         """A resumed run redoes the steps after its checkpoint: forget what the interrupted run logged."""
-        if not self.path.exists():
-            return
-        kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        for path in (self.path, self.path.parent / PROMPT_REWARDS):
+            if path.exists():
+                kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+                path.write_text("".join(line + "\n" for line in kept))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        """One RL step's metrics: file, TensorBoard, the bar and its summary line."""
+        self._write(step, metrics)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.write(summary_line(step, self.total, metrics))
+
+    def log_eval(self, step: int, metrics: dict[str, float]) -> None:
+        """Evaluation outside an RL step (the starting policy, step 0): the bar does not move."""
+        self._write(step, metrics)
+        if self.bar is not None:
+            self.bar.write(summary_line(step, self.total, metrics))
+
+    def log_prompt_rewards(self, step: int, prompt_indices: list[int], rewards) -> None:
+        """Each sampled training prompt's rewards at this step (per-prompt training curves)."""
+        per_prompt = rewards.view(len(prompt_indices), -1).tolist()
+        with (self.path.parent / PROMPT_REWARDS).open("a", encoding="utf-8") as f:
+            for index, values in zip(prompt_indices, per_prompt):
+                values = [v if math.isfinite(v) else None for v in values]  # None: the reward skipped it
+                f.write(json.dumps({"step": step, "prompt": index, "rewards": values}) + "\n")
+
+    def _write(self, step: int, metrics: dict[str, float]) -> None:
         clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **clean}) + "\n")
@@ -62,12 +86,33 @@ class MetricsLog:
             for key, value in clean.items():
                 self.writer.add_scalar(key, value, step)
             self.writer.flush()
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.write(summary_line(step, self.total, metrics))
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+class StepProgress:
+    """A bar with ETA and a status line every ``total // lines`` steps (and at the last); plain lines when
+    the bar is off. For the stages with many short steps (SFT, RM), where a line per step floods the log."""
+
+    def __init__(self, total: int, desc: str, *, enabled: bool = True, lines: int = 20):
+        self.total, self.every, self.done = total, max(1, total // lines), 0
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+
+    def step(self, line: str) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.done % self.every == 0 or self.done == self.total:
+            (self.bar.write if self.bar is not None else print)(line)
+
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

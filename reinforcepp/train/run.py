@@ -43,8 +43,10 @@ class Run:
     skipped_prompts: int
     metrics: MetricsLog | None = None
 
-    def next_prompts(self) -> list[Prompt]:
-        return [self.prompts[i] for i in self.sampler.next_indices(self.cfg.rollout.batch_size)]
+    def next_prompts(self) -> tuple[list[int], list[Prompt]]:
+        """The next rollout batch: (indices into the training prompts, the prompts)."""
+        indices = self.sampler.next_indices(self.cfg.rollout.batch_size)
+        return indices, [self.prompts[i] for i in indices]
 
 
 def check_sources(cfg: Config, *, need_prompts: bool = True) -> None:
@@ -60,10 +62,11 @@ def check_sources(cfg: Config, *, need_prompts: bool = True) -> None:
         raise ConfigError(*problems)
 
 
-def load_prompts(path: str | None, cfg: Config, tokenizer) -> tuple[list[Prompt], int]:
+def load_prompts(path: str | None, cfg: Config, tokenizer, limit: int | None = None) -> tuple[list[Prompt], int]:
+    """Tokenized prompts of a file (the first ``limit`` rows when set) and the number skipped as too long."""
     if path is None:
         return [], 0
-    rows = read_rows(path, cfg.data.prompt_key)
+    rows = read_rows(path, cfg.data.prompt_key)[:limit]
     return tokenize_prompts(
         rows, tokenizer, prompt_key=cfg.data.prompt_key, max_len=cfg.data.max_prompt_len,
         chat_template=cfg.data.apply_chat_template,
@@ -114,7 +117,7 @@ def build_run(cfg: Config) -> Run:
         critic = Optimization(critic_model, *build_optimizer(critic_model, cfg.critic.optim, total_updates),
                               cfg.critic.optim.max_grad_norm)
 
-    prompts, skipped = load_prompts(cfg.data.prompts, cfg, tokenizer)
+    prompts, skipped = load_prompts(cfg.data.prompts, cfg, tokenizer, limit=cfg.data.max_prompts)
     eval_prompts, _ = load_prompts(cfg.data.eval_prompts, cfg, tokenizer)
     r = cfg.rollout
     sampling = SamplingParams(

@@ -18,6 +18,15 @@ def _moments(prefix: str, x: torch.Tensor) -> dict[str, float]:
     return {f"{prefix}/mean": x.mean().item(), f"{prefix}/std": x.std(unbiased=False).item()}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
 def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, rollout: Rollout, n: int,
                  update_stats: dict[str, float], timings: dict[str, float]) -> dict[str, float]:
     mask = exp.response_mask
@@ -47,4 +56,7 @@ def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, rollout: Rollo
     generated = mask.sum().item()
     out["perf/tokens_per_s"] = generated / timings["timing/step"]
     out["perf/rollout_tokens_per_s"] = generated / timings["timing/rollout"]
+    out["perf/peak_rss_mb"] = peak_rss_mb()
+    if torch.cuda.is_available():
+        out["perf/peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return {**out, **update_stats, **timings}

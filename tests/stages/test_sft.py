@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from reinforcepp.config import load_config
@@ -77,3 +78,17 @@ def test_the_cli_runs_sft_and_rm_and_refuses_to_overwrite(tiny, tmp_path, capsys
     assert "rm_final" in capsys.readouterr().out
     assert main(["sft", *common, f"sft.data={sft_data}", "sft.batch_size=4", "sft.micro_batch_size=4"]) == 2
     assert "sft_final" in capsys.readouterr().err
+
+
+def test_max_steps_stops_early_and_the_schedule_spans_the_steps_that_run(tiny, tmp_path):
+    data = write_jsonl([{"prompt": "say a:", "response": "aaaa"}] * 40, tmp_path / "sft.jsonl")
+    cfg = load_config(None, [
+        f"model.policy={tiny}", f"sft.data={data}", f"output_dir={tmp_path / 'run'}", "sft.epochs=3",
+        "sft.batch_size=8", "sft.micro_batch_size=8", "sft.max_steps=4", "sft.optim.lr=1e-3",
+        "sft.optim.warmup_ratio=0", "sft.optim.scheduler=linear", "sft.optim.min_lr_ratio=0", "device=cpu",
+        "log.progress=false",
+    ])
+    run_sft(cfg)
+    records = [json.loads(line) for line in (tmp_path / "run" / "sft_metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]  # not the 15 steps of 3 epochs
+    assert [r["lr"] for r in records] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])

@@ -1,0 +1,266 @@
+"""The experiment file of `reinforcepp compare`: which presets to run on which shared config and seeds, and
+how each run's config is composed from them.
+
+A run's config = schema defaults <- shared config <- preset <- experiment overrides <- run overrides <-
+command-line overrides, then ``seed`` and ``output_dir`` set by the runner. The layers are merged as plain
+mappings and validated once, with the config's own validation, so a run's errors read like any config error.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+import reinforcepp
+from reinforcepp.config import Config, ConfigError, validate_config
+from reinforcepp.config.errors import config_error_from
+from reinforcepp.config.loader import _apply_override, _read_yaml
+from reinforcepp.report.html import slug  # labels are free text such as 'REINFORCE++'
+
+PRESETS_DIR = Path(reinforcepp.__file__).parents[1] / "configs"
+# Set by the runner for every run: an override of these would be silently replaced, so it is refused.
+RUNNER_FIELDS = ("seed", "output_dir")
+
+
+class RunSpec(BaseModel):
+    """One label of the comparison: an algorithm preset and the overrides specific to it."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: str = Field(description="A preset name (configs/<name>.yaml) or a path to a YAML config.")
+    overrides: list[str] = Field(default_factory=list, description="Dotted overrides of this run only.")
+
+
+class ExperimentSpec(BaseModel):
+    """The experiment file as written; paths in it are relative to the file."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(None, description="Report title; default 'Comparison: A vs B'.")
+    config: str | dict[str, Any] | None = Field(
+        None, description="Shared config: a YAML path or an inline mapping (model, data, budget, eval)."
+    )
+    overrides: list[str] = Field(default_factory=list, description="Dotted overrides of every run.")
+    seeds: list[int] | None = Field(None, description="Seeds of every run; default [the config's seed].")
+    runs: dict[str, RunSpec] = Field(description="label -> run; the first label is the baseline of ratios.")
+
+    @field_validator("runs")
+    @classmethod
+    def _some_runs(cls, runs: dict[str, RunSpec]) -> dict[str, RunSpec]:
+        if not runs:
+            raise ValueError("needs at least one run")
+        return runs
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+            raise ValueError(f"needs distinct seeds, got {seeds}")
+        return seeds
+
+
+@dataclass
+class ResolvedRun:
+    """One training run of the comparison: a label, a seed and the validated config."""
+
+    label: str
+    seed: int
+    preset: str
+    cfg: Config
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+
+@dataclass
+class Experiment:
+    """Every run of a comparison, validated, in report order (labels first, then seeds)."""
+
+    title: str | None
+    out_dir: Path
+    runs: list[ResolvedRun]
+    warnings: list[str]
+
+    def labels(self) -> dict[str, list[Path]]:
+        """label -> run dirs, the shape write_compare_report takes."""
+        grouped: dict[str, list[Path]] = {}
+        for run in self.runs:
+            grouped.setdefault(run.label, []).append(run.run_dir)
+        return grouped
+
+
+def load_experiment_spec(path: str | os.PathLike) -> ExperimentSpec:
+    """Parse and validate an experiment file; errors name the file and the bad field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file not found: {path}")
+    data = _read_yaml(path)
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = config_error_from(exc, ExperimentSpec).problems
+        raise ConfigError(*(f"{path}: {problem}" for problem in problems)) from None
+
+
+def quick_spec(config: str | None, presets: Sequence[str]) -> ExperimentSpec:
+    """The experiment of `compare --config FILE --presets A B`: one run per preset, labelled by its name."""
+    if not presets:
+        raise ConfigError("--presets: name at least one preset (or pass an experiment file)")
+    return ExperimentSpec(config=config, runs={_preset_label(p): RunSpec(preset=p) for p in presets})
+
+
+def _preset_label(preset: str) -> str:
+    """A preset given as a path is labelled by its file stem, a name by itself."""
+    return Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+
+
+def resolve_experiment(
+    spec: ExperimentSpec,
+    out_dir: str | os.PathLike,
+    *,
+    base_dir: str | os.PathLike = ".",
+    seeds: Sequence[int] | None = None,
+    overrides: Sequence[str] = (),
+) -> Experiment:
+    """Validate every run's config before anything runs; all problems of all runs are raised together.
+
+    ``base_dir`` is where relative shared-config and preset paths are looked up (the experiment file's folder);
+    ``seeds`` and ``overrides`` come from the command line and beat the file's.
+    """
+    base, out = Path(base_dir), Path(out_dir)
+    _check_labels(spec.runs)
+    shared = _shared_config(spec.config, base)
+    problems: list[str] = []
+    runs: list[ResolvedRun] = []
+    caught_warnings: list[str] = []
+    for label, run_spec in spec.runs.items():
+        try:
+            layers = [*spec.overrides, *run_spec.overrides, *overrides]
+            _refuse_runner_fields(layers)
+            data = compose(shared, run_spec.preset, layers, base)
+            for seed in seeds or spec.seeds or [data.get("seed", Config.model_fields["seed"].default)]:
+                cfg, messages = _validate_run(data, seed, out / slug(label) / f"seed{seed}")
+                runs.append(ResolvedRun(label, seed, run_spec.preset, cfg))
+                caught_warnings += [f"{label}: {m}" for m in messages if f"{label}: {m}" not in caught_warnings]
+        except ConfigError as exc:
+            problems += [f"run {label!r}: {problem}" for problem in exc.problems if
+                         f"run {label!r}: {problem}" not in problems]
+    if problems:
+        raise ConfigError(*problems)
+    return Experiment(spec.title, out, runs, caught_warnings)
+
+
+def compose(shared: Mapping[str, Any], preset: str, overrides: Sequence[str], base_dir: Path) -> dict[str, Any]:
+    """The merged config data of one run (not yet validated): shared <- preset <- overrides; and
+    log.prompt_rewards=true unless some layer set it, since the report draws per-prompt curves."""
+    preset_path = resolve_preset(preset, base_dir)
+    preset_data = _read_yaml(preset_path)
+    _refuse_shared_preset_fields(shared, preset_data, preset)
+    data = deep_merge(shared, preset_data)
+    for override in overrides:
+        _apply_override(data, override)
+    log = data.setdefault("log", {})
+    if isinstance(log, dict):  # anything else is reported by validation
+        log.setdefault("prompt_rewards", True)
+    return data
+
+
+def resolve_preset(preset: str, base_dir: Path = Path(".")) -> Path:
+    """An existing file wins (as given, then relative to ``base_dir``); else a name in the repository's configs/."""
+    for candidate in (Path(preset), base_dir / preset):
+        if candidate.is_file():
+            return candidate
+    named = PRESETS_DIR / f"{preset}.yaml"
+    if named.is_file():
+        return named
+    raise ConfigError(f"preset {preset!r}: no such file and no such preset; presets: {', '.join(preset_names())}")
+
+
+def preset_names() -> list[str]:
+    """The algorithm presets shipped in the repository's configs/ directory."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, section by section; neither input is modified."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted.key, value) of every leaf of a nested mapping; an empty section is no leaf."""
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from flatten(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def _check_labels(runs: Mapping[str, RunSpec]) -> None:
+    """Two labels with the same directory name would train into the same run dirs."""
+    seen: dict[str, str] = {}
+    for label in runs:
+        other = seen.setdefault(slug(label), label)
+        if other != label:
+            raise ConfigError(f"runs: labels {other!r} and {label!r} share the directory name {slug(label)!r}")
+
+
+def _shared_config(config: str | dict[str, Any] | None, base_dir: Path) -> dict[str, Any]:
+    """The shared config as data: a file (relative to the experiment file), an inline mapping, or nothing."""
+    if config is None:
+        return {}
+    if isinstance(config, dict):
+        return config
+    path = Path(config)
+    return _read_yaml(path if path.is_absolute() else base_dir / path)
+
+
+def _refuse_shared_preset_fields(shared: Mapping[str, Any], preset_data: Mapping[str, Any], preset: str) -> None:
+    """The shared config must not silently change the algorithm: a field both set is an error, not a merge."""
+    shared_keys = [key for key, _ in flatten(shared)]
+    preset_keys = [key for key, _ in flatten(preset_data)]
+    clashes = [s for s in shared_keys if any(s == p or p.startswith(s + ".") or s.startswith(p + ".")
+                                             for p in preset_keys)]
+    if clashes:
+        raise ConfigError(*(f"config: sets {key}, which preset {preset!r} defines; set it in the run's overrides "
+                            "instead" for key in clashes))
+
+
+def _refuse_runner_fields(overrides: Sequence[str]) -> None:
+    """seed and output_dir are the runner's: --seeds / seeds: and --output say where and with what."""
+    for override in overrides:
+        key = override.partition("=")[0].strip()
+        if key in RUNNER_FIELDS:
+            raise ConfigError(f"override {override!r}: compare sets {key} per run; use seeds: / --seeds and --output")
+
+
+def _validate_run(data: Mapping[str, Any], seed: int, run_dir: Path) -> tuple[Config, list[str]]:
+    """Validate one run's data with its seed and directory; returns the config and its warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = validate_config({**data, "seed": seed, "output_dir": str(run_dir)})
+    if cfg.train.eval_every <= 0:
+        raise ConfigError("train.eval_every: compare needs held-out curves; set train.eval_every > 0 "
+                          "(and data.eval_prompts)")
+    return cfg, [str(w.message) for w in caught]
+
+
+def experiment_yaml(experiment: Experiment) -> str:
+    """The resolved experiment: every run's full config, so a comparison can be read (and rerun) from it alone."""
+    runs = [{"label": r.label, "seed": r.seed, "preset": r.preset, "config": r.cfg.model_dump(mode="json")}
+            for r in experiment.runs]
+    return yaml.safe_dump({"title": experiment.title, "output": str(experiment.out_dir), "runs": runs},
+                          sort_keys=False)

@@ -1,0 +1,52 @@
+"""A tiny model, prompt files and a shared config for end-to-end tests of `reinforcepp compare`."""
+
+import json
+
+import pytest
+import yaml
+
+from reinforcepp.testing import save_tiny_checkpoint
+
+PROMPTS = ["ab", "hello", "12+3=", "say a", "x", "what is 7?", "go", "count: 1 2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def prompt_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "label": str(i)}) + "\n" for i, p in enumerate(PROMPTS)))
+    return path
+
+
+@pytest.fixture
+def shared_config(tiny_dir, prompt_file):
+    """The shared config data of a fast comparison: tiny model, toy reward, 2 steps, eval at steps 0 and 2."""
+    return {
+        "model": {"policy": str(tiny_dir)},
+        "data": {"prompts": str(prompt_file), "eval_prompts": str(prompt_file)},
+        "reward": {"function": "reinforcepp.rewards.toy:target_char_share"},
+        "rollout": {"batch_size": 4, "max_new_tokens": 4},
+        "train": {"batch_size": 4, "micro_batch_size": 4, "num_steps": 2, "eval_every": 2},
+        "eval": {"train_prompts": 2},
+        "actor": {"optim": {"lr": 1e-3}},
+        "log": {"progress": False, "tensorboard": False},
+    }
+
+
+@pytest.fixture
+def write_experiment(tmp_path, shared_config):
+    """Write an experiment file (shared config in shared.yaml beside it) and return its path."""
+
+    def write(runs=None, name="exp.yaml", **fields):
+        (tmp_path / "shared.yaml").write_text(yaml.safe_dump(shared_config))
+        spec = {"config": "shared.yaml", "runs": runs or {"REINFORCE++": {"preset": "reinforce_pp"},
+                                                          "GRPO": {"preset": "grpo"}}, **fields}
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return path
+
+    return write
