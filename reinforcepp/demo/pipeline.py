@@ -29,7 +29,6 @@ TABLE = (
     ("eval/sampled/pass@4", "held-out pass@4, sampled"),
     ("eval/sampled/response_length", "response length (tokens)"),
 )
-HEADLINE = "eval/sampled/pass@1"
 
 
 def demo_configs(output_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Config]:
@@ -47,6 +46,7 @@ def demo_configs(output_dir: Path, overrides: Sequence[str] = ()) -> tuple[Confi
 def run_demo(output_dir: str | Path = "runs/demo", overrides: Sequence[str] = ()) -> dict:
     """Run the main job into ``output_dir``; returns the summary also written to ``summary.json``."""
     from reinforcepp.report import write_run_report
+    from reinforcepp.report.read import eval_records, read_metrics
     from reinforcepp.stages import run_sft
     from reinforcepp.tasks.addition import addition_splits, with_noisy_responses
     from reinforcepp.testing import save_tiny_checkpoint
@@ -78,9 +78,8 @@ def run_demo(output_dir: str | Path = "runs/demo", overrides: Sequence[str] = ()
     final = train(rl_cfg)
 
     print("[4/4] report")
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in records if HEADLINE in r]
-    before, after = _eval_of(evals[0]), _eval_of(evals[-1])
+    evals = eval_records(read_metrics(out / "metrics.jsonl"))  # step 0 (the SFT model) ... the last step
+    before, after = ({k: v for k, v in r.items() if k != "step"} for r in (evals[0], evals[-1]))
     summary = {
         "title": "REINFORCE++ on two-number addition (reinforcepp demo)",
         "before": before,
@@ -101,10 +100,6 @@ def run_demo(output_dir: str | Path = "runs/demo", overrides: Sequence[str] = ()
     print(before_after_table(before, after))
     print(f"model: {final}\nreport: {report}\nwall time: {summary['wall_time_s'] / 60:.1f} min")
     return summary
-
-
-def _eval_of(record: dict) -> dict[str, float]:
-    return {k: v for k, v in record.items() if k.startswith("eval/")}
 
 
 def before_after_table(before: dict[str, float], after: dict[str, float]) -> str:

@@ -10,10 +10,19 @@ def target_char_share(prompts: list[str], completions: list[str], target: str = 
     return [c.count(target) / len(c) if c else 0.0 for c in completions]
 
 
-def leading_integer(prompts: list[str], completions: list[str], answer: list[str], **_: object) -> list[float]:
-    """1.0 when the run of digits at the very start of the completion equals ``answer``, else 0.0."""
+def leading_match(pattern: re.Pattern[str], completions: list[str], answers: list[str]) -> list[float]:
+    """1.0 for each completion whose leading match of ``pattern`` is exactly its answer, else 0.0: text after
+    the answer is ignored, but a longer run (an extra digit, an extra role) is wrong."""
     scores = []
-    for completion, expected in zip(completions, answer):
-        match = re.match(r"\d+", completion)
+    for completion, expected in zip(completions, answers):
+        match = pattern.match(completion)
         scores.append(1.0 if match is not None and match.group() == str(expected).strip() else 0.0)
     return scores
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def leading_integer(prompts: list[str], completions: list[str], answer: list[str], **_: object) -> list[float]:
+    """1.0 when the run of digits at the very start of the completion equals ``answer``, else 0.0."""
+    return leading_match(_DIGITS, completions, answer)

@@ -30,8 +30,17 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from reinforcepp.data.prompts import write_jsonl
-from reinforcepp.tasks.knights_knaves import LEAVES, Puzzle, Statement, generate_puzzles
+from reinforcepp.rewards.toy import leading_match
+from reinforcepp.tasks.knights_knaves import (
+    LEAVES,
+    TEST_PEOPLE,
+    TRAIN_PEOPLE,
+    Puzzle,
+    Statement,
+    make_splits,
+    write_kk_dataset,
+)
+from reinforcepp.tasks.knights_knaves import main as kk_main
 
 PEOPLE = "abcdefgh"
 OPERATOR_SYMBOLS = {"not": "!", "and": "+", "or": ",", "implies": "-", "iff": "="}
@@ -87,11 +96,7 @@ def kk_compact_reward(prompts: list[str], completions: list[str], answer: list[s
     Leading spaces are stripped (a model may echo the prompt's separator); anything after the run is
     ignored, so trailing text after a correct answer is not punished, but an extra role letter is.
     """
-    scores = []
-    for completion, expected in zip(completions, answer):
-        match = _LEADING_ROLES.match(completion.lstrip(" "))
-        scores.append(1.0 if match is not None and match.group() == str(expected).strip() else 0.0)
-    return scores
+    return leading_match(_LEADING_ROLES, [c.lstrip(" ") for c in completions], answer)
 
 
 # --- datasets ---------------------------------------------------------------------------------------
@@ -99,65 +104,37 @@ def kk_compact_reward(prompts: list[str], completions: list[str], answer: list[s
 
 def make_compact_splits(
     seed: int,
-    train_people: Iterable[int] = (3, 4, 5, 6, 7),
-    test_people: Iterable[int] = (2, 3, 4, 5, 6, 7, 8),
+    train_people: Iterable[int] = TRAIN_PEOPLE,
+    test_people: Iterable[int] = TEST_PEOPLE,
     per_size_train: int = 2000,
     per_size_test: int = 100,
     depth: int = 2,
     width: int = 2,
 ) -> tuple[list[dict], list[dict]]:
-    """Train and test rows by people count; as in ``make_splits`` one puzzle stream per size is cut in two,
-    test first, so the splits never share a puzzle and the test set does not depend on ``per_size_train``."""
-    train_people, test_people = sorted(set(train_people)), sorted(set(test_people))
-    train_rows: list[dict] = []
-    test_rows: list[dict] = []
-    for n in sorted(set(train_people) | set(test_people)):
-        n_test = per_size_test if n in test_people else 0
-        n_train = per_size_train if n in train_people else 0
-        puzzles = generate_puzzles(n, n_test + n_train, seed=seed * 1000 + n, depth=depth, width=width)
-        test_rows += compact_rows(puzzles[:n_test])
-        train_rows += compact_rows(puzzles[n_test:])
-    return train_rows, test_rows
+    """``knights_knaves.make_splits`` (the same puzzles and split rule) rendered with ``compact_rows``."""
+    return make_splits(seed, train_people, test_people, per_size_train, per_size_test, depth, width,
+                       to_rows=compact_rows)
 
 
 def write_compact_splits(
     out_dir: str | Path,
     seed: int = 0,
-    train_people: Iterable[int] = (3, 4, 5, 6, 7),
-    test_people: Iterable[int] = (2, 3, 4, 5, 6, 7, 8),
+    train_people: Iterable[int] = TRAIN_PEOPLE,
+    test_people: Iterable[int] = TEST_PEOPLE,
     per_size_train: int = 2000,
     per_size_test: int = 100,
     depth: int = 2,
     width: int = 2,
 ) -> tuple[Path, Path]:
-    """Write ``train.jsonl`` and ``test.jsonl`` under ``out_dir``; returns their paths."""
-    train_rows, test_rows = make_compact_splits(
-        seed, train_people, test_people, per_size_train, per_size_test, depth=depth, width=width
-    )
-    out = Path(out_dir)
-    return write_jsonl(train_rows, out / "train.jsonl"), write_jsonl(test_rows, out / "test.jsonl")
+    """Write compact ``train.jsonl`` and ``test.jsonl`` under ``out_dir``; returns their paths."""
+    return write_kk_dataset(out_dir, seed, train_people, test_people, per_size_train, per_size_test, depth, width,
+                            to_rows=compact_rows)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m reinforcepp.tasks.kk_compact OUT_DIR [--seed S] [--per-size-train N] ...``"""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Write a compact Knights and Knaves train/test set as JSONL.")
-    parser.add_argument("out_dir")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-people", type=int, nargs="+", default=[3, 4, 5, 6, 7])
-    parser.add_argument("--test-people", type=int, nargs="+", default=[2, 3, 4, 5, 6, 7, 8])
-    parser.add_argument("--per-size-train", type=int, default=2000)
-    parser.add_argument("--per-size-test", type=int, default=100)
-    parser.add_argument("--depth", type=int, default=2)
-    parser.add_argument("--width", type=int, default=2)
-    args = parser.parse_args(argv)
-    paths = write_compact_splits(
-        args.out_dir, args.seed, args.train_people, args.test_people,
-        args.per_size_train, args.per_size_test, args.depth, args.width,
-    )  # fmt: skip
-    for path in paths:
-        print(path)
+    kk_main(argv, to_rows=compact_rows, per_size_train=2000,
+            description="Write a compact Knights and Knaves train/test set as JSONL.")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,19 +271,32 @@ def _capitalize(text: str) -> str:
 # --- datasets ---------------------------------------------------------------------------------------
 
 
+def english_rows(puzzles: Sequence[Puzzle]) -> list[dict]:
+    """The English JSONL rows of puzzles (``Puzzle.to_row``)."""
+    return [p.to_row() for p in puzzles]
+
+
+RowsFn = Callable[[Sequence[Puzzle]], list[dict]]
+TRAIN_PEOPLE = (3, 4, 5, 6, 7)
+TEST_PEOPLE = (2, 3, 4, 5, 6, 7, 8)
+
+
 def make_splits(
     seed: int,
-    train_people: Iterable[int] = (3, 4, 5, 6, 7),
-    test_people: Iterable[int] = (2, 3, 4, 5, 6, 7, 8),
+    train_people: Iterable[int] = TRAIN_PEOPLE,
+    test_people: Iterable[int] = TEST_PEOPLE,
     per_size_train: int = 1000,
     per_size_test: int = 100,
     depth: int = 2,
     width: int = 2,
+    *,
+    to_rows: RowsFn = english_rows,
 ) -> tuple[list[dict], list[dict]]:
     """Train and test rows by number of people; sizes only in ``test_people`` (e.g. 8) are out of distribution.
 
     For each size one unique-puzzle stream is drawn; the test rows take its first slice and the train
-    rows the rest, so train and test never share a puzzle.
+    rows the rest, so train and test never share a puzzle. ``to_rows`` renders the puzzles (English by
+    default; ``kk_compact.compact_rows`` for the compact notation).
     """
     train_people, test_people = sorted(set(train_people)), sorted(set(test_people))
     train_rows: list[dict] = []
@@ -292,46 +305,55 @@ def make_splits(
         n_test = per_size_test if n in test_people else 0
         n_train = per_size_train if n in train_people else 0
         puzzles = generate_puzzles(n, n_test + n_train, seed=seed * 1000 + n, depth=depth, width=width)
-        test_rows += [p.to_row() for p in puzzles[:n_test]]
-        train_rows += [p.to_row() for p in puzzles[n_test:]]
+        test_rows += to_rows(puzzles[:n_test])
+        train_rows += to_rows(puzzles[n_test:])
     return train_rows, test_rows
 
 
 def write_kk_dataset(
     out_dir: str | Path,
     seed: int = 0,
-    train_people: Iterable[int] = (3, 4, 5, 6, 7),
-    test_people: Iterable[int] = (2, 3, 4, 5, 6, 7, 8),
+    train_people: Iterable[int] = TRAIN_PEOPLE,
+    test_people: Iterable[int] = TEST_PEOPLE,
     per_size_train: int = 1000,
     per_size_test: int = 100,
     depth: int = 2,
     width: int = 2,
+    *,
+    to_rows: RowsFn = english_rows,
 ) -> tuple[Path, Path]:
     """Write ``train.jsonl`` and ``test.jsonl`` under ``out_dir``; returns their paths."""
     train_rows, test_rows = make_splits(
-        seed, train_people, test_people, per_size_train, per_size_test, depth=depth, width=width
+        seed, train_people, test_people, per_size_train, per_size_test, depth=depth, width=width, to_rows=to_rows
     )
     out = Path(out_dir)
     return write_jsonl(train_rows, out / "train.jsonl"), write_jsonl(test_rows, out / "test.jsonl")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m reinforcepp.tasks.knights_knaves OUT_DIR [--seed S] ...``"""
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    to_rows: RowsFn = english_rows,
+    per_size_train: int = 1000,
+    description: str = "Write a Knights and Knaves train/test set as JSONL.",
+) -> None:
+    """``python -m reinforcepp.tasks.knights_knaves OUT_DIR [--seed S] ...`` (and, with ``to_rows``, the
+    compact notation's ``python -m reinforcepp.tasks.kk_compact``)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Write a Knights and Knaves train/test set as JSONL.")
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-people", type=int, nargs="+", default=[3, 4, 5, 6, 7])
-    parser.add_argument("--test-people", type=int, nargs="+", default=[2, 3, 4, 5, 6, 7, 8])
-    parser.add_argument("--per-size-train", type=int, default=1000)
+    parser.add_argument("--train-people", type=int, nargs="+", default=list(TRAIN_PEOPLE))
+    parser.add_argument("--test-people", type=int, nargs="+", default=list(TEST_PEOPLE))
+    parser.add_argument("--per-size-train", type=int, default=per_size_train)
     parser.add_argument("--per-size-test", type=int, default=100)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--width", type=int, default=2)
     args = parser.parse_args(argv)
     paths = write_kk_dataset(
         args.out_dir, args.seed, args.train_people, args.test_people,
-        args.per_size_train, args.per_size_test, args.depth, args.width,
+        args.per_size_train, args.per_size_test, args.depth, args.width, to_rows=to_rows,
     )  # fmt: skip
     for path in paths:
         print(path)

@@ -1,25 +1,7 @@
 """A tiny model, prompt files and a shared config for end-to-end tests of `reinforcepp compare`."""
 
-import json
-
 import pytest
 import yaml
-
-from reinforcepp.testing import save_tiny_checkpoint
-
-PROMPTS = ["ab", "hello", "12+3=", "say a", "x", "what is 7?", "go", "count: 1 2"]
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="session")
-def prompt_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": p, "label": str(i)}) + "\n" for i, p in enumerate(PROMPTS)))
-    return path
 
 
 @pytest.fixture

@@ -15,12 +15,7 @@ from reinforcepp.models.loading import (
     load_tokenizer,
     resolve_dtype,
 )
-from reinforcepp.testing import save_tiny_checkpoint, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+from reinforcepp.testing import tiny_tokenizer
 
 
 @pytest.fixture

@@ -8,14 +8,9 @@ from transformers import AutoModelForCausalLM
 
 from reinforcepp.models.loading import ModelLoadError
 from reinforcepp.models.value_model import ValueModel, last_token_index, positions_from_mask
-from reinforcepp.testing import save_tiny_checkpoint, tiny_model
+from reinforcepp.testing import tiny_model
 
 PAD = 0
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

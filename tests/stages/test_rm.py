@@ -23,11 +23,11 @@ def pairs(n, seed):
     return rows
 
 
-def test_rm_learns_a_preference_and_stores_reward_moments(tiny, tmp_path):
+def test_rm_learns_a_preference_and_stores_reward_moments(tiny_dir, tmp_path):
     train = write_jsonl(pairs(64, seed=1), tmp_path / "train.jsonl")
     held_out = write_jsonl(pairs(40, seed=2), tmp_path / "eval.jsonl")
     cfg = load_config(None, [
-        f"model.policy={tiny}", f"rm.data={train}", f"rm.eval_data={held_out}", f"output_dir={tmp_path / 'run'}",
+        f"model.policy={tiny_dir}", f"rm.data={train}", f"rm.eval_data={held_out}", f"output_dir={tmp_path / 'run'}",
         "rm.epochs=3", "rm.batch_size=16", "rm.micro_batch_size=8", "rm.optim.lr=3e-3",
         "rm.optim.warmup_ratio=0", "device=cpu",
     ])

@@ -13,11 +13,11 @@ from reinforcepp.data.prompts import write_jsonl
 from reinforcepp.testing import tiny_tokenizer
 
 
-def test_sft_lowers_loss_and_saves_a_loadable_model(tiny, tmp_path):
+def test_sft_lowers_loss_and_saves_a_loadable_model(tiny_dir, tmp_path):
     rows = [{"prompt": "say a:", "response": "aaaa"}] * 30 + [{"prompt": "say a:" * 20, "response": "a"}] * 2
     data = write_jsonl(rows, tmp_path / "sft.jsonl")
     cfg = load_config(None, [
-        f"model.policy={tiny}", f"sft.data={data}", f"output_dir={tmp_path / 'run'}",
+        f"model.policy={tiny_dir}", f"sft.data={data}", f"output_dir={tmp_path / 'run'}",
         "sft.epochs=4", "sft.batch_size=8", "sft.micro_batch_size=4", "sft.max_len=40",
         "sft.optim.lr=3e-3", "sft.optim.warmup_ratio=0", "device=cpu",
     ])
@@ -65,12 +65,12 @@ def test_chat_template_puts_the_response_in_the_assistant_turn():
     assert response_ids[-1] == tok.eos_token_id
 
 
-def test_the_cli_runs_sft_and_rm_and_refuses_to_overwrite(tiny, tmp_path, capsys):
+def test_the_cli_runs_sft_and_rm_and_refuses_to_overwrite(tiny_dir, tmp_path, capsys):
     from reinforcepp.cli import main
 
     sft_data = write_jsonl([{"prompt": "say a:", "response": "aa"}] * 4, tmp_path / "sft.jsonl")
     pairs = write_jsonl([{"prompt": "x:", "chosen": "aa", "rejected": "bb"}] * 4, tmp_path / "pairs.jsonl")
-    common = [f"model.policy={tiny}", f"output_dir={tmp_path / 'run'}", "device=cpu"]
+    common = [f"model.policy={tiny_dir}", f"output_dir={tmp_path / 'run'}", "device=cpu"]
     assert main(["sft", *common, f"sft.data={sft_data}", "sft.batch_size=4", "sft.micro_batch_size=4"]) == 0
     assert "sft_final" in capsys.readouterr().out
     assert main(["rm", *common, f"rm.data={pairs}", f"rm.eval_data={pairs}", "rm.batch_size=4",
@@ -80,10 +80,10 @@ def test_the_cli_runs_sft_and_rm_and_refuses_to_overwrite(tiny, tmp_path, capsys
     assert "sft_final" in capsys.readouterr().err
 
 
-def test_max_steps_stops_early_and_the_schedule_spans_the_steps_that_run(tiny, tmp_path):
+def test_max_steps_stops_early_and_the_schedule_spans_the_steps_that_run(tiny_dir, tmp_path):
     data = write_jsonl([{"prompt": "say a:", "response": "aaaa"}] * 40, tmp_path / "sft.jsonl")
     cfg = load_config(None, [
-        f"model.policy={tiny}", f"sft.data={data}", f"output_dir={tmp_path / 'run'}", "sft.epochs=3",
+        f"model.policy={tiny_dir}", f"sft.data={data}", f"output_dir={tmp_path / 'run'}", "sft.epochs=3",
         "sft.batch_size=8", "sft.micro_batch_size=8", "sft.max_steps=4", "sft.optim.lr=1e-3",
         "sft.optim.warmup_ratio=0", "sft.optim.scheduler=linear", "sft.optim.min_lr_ratio=0", "device=cpu",
         "log.progress=false",
