@@ -17,17 +17,30 @@ Workloads:
 
 ``--no-dedup`` passes the n copies of each prompt as separate prompts with n=1 (the engine then cannot
 prefill each distinct prompt once; HF never does).
+
+A second table puts the decoding rate against this CPU's fp32 matmul peak at decode shapes: the best
+torch.matmul rate of [batch rows x hidden] @ [hidden x intermediate] and of the same product feature-major
+([intermediate x hidden] @ [hidden x batch rows], what the engine computes), measured here with the same
+threads. Achieved FLOP/s = the FLOPs the generation needs (benchmarks/_flops.py: each distinct prompt
+prefilled once, T - 1 one-token forwards per sequence, weights + causal attention + LM head) / its time.
+``--no-peak`` skips it; ``--json-out`` writes every number.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import peak_at, write_json  # noqa: E402
+from _flops import ModelShape, rl_step_flops  # noqa: E402
 
 DEFAULT_TINY = Path(__file__).resolve().parents[2] / "shared" / "bench" / "base_model"
 
@@ -109,11 +122,22 @@ def bench(name, model, tok, prompts, n, args):
         ours.append(run_engine(engine, prompts, n, args, vocab, i + 1))
         hf.append(run_hf(model, prompts, n, args, pad_id, i + 1))
         print(f"  [{name}] repeat {i + 1}: engine {ours[-1]:8.0f} tok/s   hf {hf[-1]:8.0f} tok/s", flush=True)
-    return dict(
+    row = dict(
         workload=name, batch=len(prompts) * n, prompts=len(prompts), n=n, new=args.max_new_tokens,
         engine=statistics.median(ours), hf=statistics.median(hf),
         backend=engine.last_backend + (", no dedup" if args.no_dedup else ""),
+        engine_runs=ours, hf_runs=hf,
     )
+    if not args.no_peak:
+        c = model.config
+        shape = ModelShape(vocab=c.vocab_size, hidden=c.hidden_size, intermediate=c.intermediate_size,
+                           layers=c.num_hidden_layers, heads=c.num_attention_heads, kv_heads=c.num_key_value_heads,
+                           head_dim=getattr(c, "head_dim", None), tied=c.tie_word_embeddings)
+        f = rl_step_flops(shape, [len(p) for p in prompts], n, args.max_new_tokens, reference=False)
+        tokens = len(prompts) * n * args.max_new_tokens
+        row["flops_per_token"] = (f["rollout_prefill"] + f["rollout_decode"]) / tokens
+        row["decode_peak"] = peak_at(row["batch"], c.hidden_size, c.intermediate_size, both_orientations=True)
+    return row
 
 
 def main(argv=None):
@@ -130,8 +154,14 @@ def main(argv=None):
     ap.add_argument("--fast-path", choices=["auto", "on", "off"], default="auto", help="engine backend")
     ap.add_argument("--no-dedup", action="store_true", help="give the engine the n copies as separate prompts")
     ap.add_argument("--tiny-model", type=Path, default=DEFAULT_TINY)
+    ap.add_argument("--no-peak", action="store_true", help="skip the fp32 matmul peak and the second table")
+    ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--quick", action="store_true", help="smoke check: tiny only, 2 repeats")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.workload, args.repeats = "tiny", 2
     torch.set_num_threads(args.threads)
+    print("command: " + shlex.join([sys.executable, *sys.argv]), flush=True)
 
     rows = []
     for name in (["tiny", "smol"] if args.workload == "all" else [args.workload]):
@@ -155,6 +185,17 @@ def main(argv=None):
     for r in rows:
         print(f"| {r['workload']} | {r['batch']} ({r['prompts']} x {r['n']}) | {r['new']} | {r['backend']} "
               f"| {r['engine']:.0f} | {r['hf']:.0f} | {r['engine'] / r['hf']:.2f}x |")
+    if not args.no_peak:
+        print()
+        print("| workload | batch | fp32 matmul peak at decode shape GFLOP/s | FLOP per generated token "
+              "| TorchEngine GFLOP/s | TorchEngine / peak | HF generate GFLOP/s | HF / peak |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            fe, fh = r["engine"] * r["flops_per_token"], r["hf"] * r["flops_per_token"]
+            print(f"| {r['workload']} | {r['batch']} | {r['decode_peak'] / 1e9:.1f} "
+                  f"| {r['flops_per_token'] / 1e6:.2f} M "
+                  f"| {fe / 1e9:.1f} | {fe / r['decode_peak']:.1%} | {fh / 1e9:.1f} | {fh / r['decode_peak']:.1%} |")
+    write_json(args.json_out, {"argv": sys.argv, "rows": rows})
 
 
 if __name__ == "__main__":

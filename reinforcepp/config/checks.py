@@ -109,6 +109,11 @@ def _unused_settings(cfg: Config) -> list[str]:
             f"reward.overlong_buffer: {reward.overlong_buffer} is longer than rollout.max_new_tokens = "
             f"{cfg.rollout.max_new_tokens}"
         )
+    if cfg.rollout.min_new_tokens > cfg.rollout.max_new_tokens:
+        problems.append(
+            f"rollout.min_new_tokens: {cfg.rollout.min_new_tokens} is more than rollout.max_new_tokens = "
+            f"{cfg.rollout.max_new_tokens}"
+        )
     if reward.normalize == "model" and cfg.model.reward_model is None:
         problems.append("reward.normalize: 'model' uses a reward model's stored mean/std; set model.reward_model")
     ev = cfg.eval

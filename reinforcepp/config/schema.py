@@ -54,12 +54,19 @@ class DataConfig(_Section):
     max_prompts: PositiveInt | None = Field(
         None, description="Train on only the first N prompts (small-prompt-set studies); None = all."
     )
+    shuffle: bool = Field(
+        True, description="Serve prompts in a fresh seeded order each epoch; false = file order (benchmarks)."
+    )
 
 
 class RolloutConfig(_Section):
     batch_size: PositiveInt = Field(256, description="Prompts per RL step.")
     n_samples_per_prompt: PositiveInt = Field(1, description="Completions sampled per prompt.")
     max_new_tokens: PositiveInt = Field(1024, description="Generation length limit.")
+    min_new_tokens: NonNegativeInt = Field(
+        0, description="EOS cannot be sampled before this many response tokens (vLLM's min_tokens, HF's "
+        "min_new_tokens); the trainer still scores tokens with the unmasked policy, as TRL and OpenRLHF do."
+    )
     temperature: PositiveFloat = Field(1.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass; 1 = off.")
     top_k: int = Field(0, ge=0, description="Top-k sampling; 0 = off.")
@@ -176,6 +183,13 @@ class TrainConfig(_Section):
     epochs: PositiveInt = Field(1, description="Passes over each RL step's samples.")
     num_steps: PositiveInt = Field(100, description="RL steps to run.")
     eval_every: NonNegativeInt = Field(0, description="Evaluate on data.eval_prompts every N steps; 0 = off.")
+    old_logprobs: Literal["auto", "recompute", "rollout"] = Field(
+        "auto",
+        description="log pi_old: 'rollout' = the sampler's own log-probs (no forward pass; exact only when the "
+        "sampler runs the policy's weights at the training precision), 'recompute' = a forward pass (or the "
+        "update's own forward when it is one epoch of one mini-batch and the reward has no KL term), 'auto' = "
+        "'rollout' for the in-process torch engine on a float32 policy, else 'recompute'.",
+    )
 
 
 class EvalConfig(_Section):

@@ -145,7 +145,8 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
 
 @dataclass
 class PromptSampler:
-    """Serves prompts in a fresh seeded permutation each epoch; its state is two integers.
+    """Serves prompts in a fresh seeded permutation each epoch (in file order with ``shuffle=False``);
+    its state is two integers.
 
     The order depends only on (seed, epoch), so a resumed run sees the same prompts as an
     uninterrupted one.
@@ -153,6 +154,7 @@ class PromptSampler:
 
     num_prompts: int
     seed: int
+    shuffle: bool = True
     epoch: int = 0
     position: int = 0
     _order: list[int] = field(default_factory=list, repr=False)
@@ -162,7 +164,8 @@ class PromptSampler:
         out = []
         while len(out) < k:
             if not self._order:
-                self._order = epoch_permutation(self.num_prompts, self.seed, self.epoch)
+                self._order = (epoch_permutation(self.num_prompts, self.seed, self.epoch) if self.shuffle
+                               else list(range(self.num_prompts)))
             take = min(k - len(out), self.num_prompts - self.position)
             out.extend(self._order[self.position : self.position + take])
             self.position += take

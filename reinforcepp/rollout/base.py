@@ -19,6 +19,7 @@ class SamplingParams:
     greedy: bool = False
     eos_token_ids: tuple[int, ...] = ()
     stop_strings: tuple[str, ...] = ()  # a sequence stops once its decoded response contains one
+    min_new_tokens: int = 0  # EOS ids get probability 0 for the first min_new_tokens tokens
 
 
 @dataclass

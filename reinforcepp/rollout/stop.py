@@ -52,6 +52,10 @@ class EosStopper:
     def __bool__(self) -> bool:
         return bool(self.eos_token_ids)
 
+    def forbid(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` [B, V] with the EOS columns at -inf (a copy): EOS cannot be drawn."""
+        return logits.index_fill(-1, self._ids, float("-inf"))
+
     def hits(self, tokens: torch.Tensor) -> torch.Tensor:
         if len(self.eos_token_ids) == 1:
             return tokens == self.eos_token_ids[0]

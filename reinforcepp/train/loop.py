@@ -13,7 +13,7 @@ from reinforcepp.algos import compute_advantages, kl_estimate
 from reinforcepp.config import Config
 from reinforcepp.eval import eval_metrics, run_eval_suite
 from reinforcepp.rewards.format_rewards import overlong_penalty
-from reinforcepp.rollout import SamplingParams
+from reinforcepp.rollout import Rollout, SamplingParams, TorchEngine
 
 from .experience import Experience
 from .forward import critic_values, policy_logprobs
@@ -22,7 +22,7 @@ from .run import Run, build_run
 from .scoring import drop_unscored
 from .state import refuse_to_overwrite, restore_state, save_final, save_state
 from .stats import step_metrics
-from .update import update_actor, update_critic
+from .update import single_pass, update_actor, update_critic
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -73,8 +73,8 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
                 greedy_rewards = greedy_baseline(run, prompts, n) if algo.advantage.estimator == "remax" else None
             # 4. Experience: log pi_old, log pi_ref, values, per-token KL.
             with timed(timings, "experience"):
-                exp = make_experience(run, exp)
                 kl_in_reward = algo.kl.placement == "reward" and run.reference is not None
+                exp = make_experience(run, exp, old_logp_source(run, kl_in_reward, len(rewards)), rollout)
                 kl = kl_estimate(exp.old_logp, exp.ref_logp, algo.kl.estimator, clamp=algo.kl.clamp) if kl_in_reward else None
                 # 5. Advantages (REINFORCE++: token returns, then the global batch z-score).
                 exp.advantages, exp.returns = compute_advantages(
@@ -104,11 +104,28 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
         run.metrics.close()
 
 
+def old_logp_source(run: Run, kl_in_reward: bool, num_sequences: int) -> str:
+    """Where log pi_old comes from: "rollout" (the sampler's log-probs), "forward" (a no-grad pass here) or
+    "update" (the update's own forward: one epoch of one mini-batch, and no KL in the reward to compute first)."""
+    source = run.cfg.train.old_logprobs
+    if source == "auto":
+        exact = isinstance(run.engine, TorchEngine) and run.engine.model is run.policy
+        exact = exact and next(run.policy.parameters()).dtype == torch.float32
+        source = "rollout" if exact else "recompute"
+    if source == "rollout":
+        return "rollout"
+    return "forward" if kl_in_reward or not single_pass(run.cfg, num_sequences) else "update"
+
+
 @torch.no_grad()
-def make_experience(run: Run, exp: Experience) -> Experience:
-    """Forward passes in micro-batches without gradients: old and reference log-probs, values."""
+def make_experience(run: Run, exp: Experience, old_logp: str = "forward", rollout: Rollout | None = None) -> Experience:
+    """Old log-probs (see :func:`old_logp_source`; "update" leaves them to the update), then forward passes in
+    micro-batches without gradients: reference log-probs, values."""
     chunk, temperature = run.cfg.train.micro_batch_size, run.cfg.rollout.temperature
-    exp.old_logp = _in_chunks(lambda mb: policy_logprobs(run.policy, mb, temperature)[0], exp, chunk)
+    if old_logp == "rollout":
+        exp.old_logp = rollout.logprobs.float() * exp.response_mask
+    elif old_logp == "forward":
+        exp.old_logp = _in_chunks(lambda mb: policy_logprobs(run.policy, mb, temperature)[0], exp, chunk)
     if run.reference is not None:
         exp.ref_logp = _in_chunks(lambda mb: policy_logprobs(run.reference, mb, temperature)[0], exp, chunk)
     if run.critic is not None:

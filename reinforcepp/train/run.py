@@ -122,7 +122,7 @@ def build_run(cfg: Config) -> Run:
     r = cfg.rollout
     sampling = SamplingParams(
         max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-        stop_strings=tuple(r.stop_strings),
+        stop_strings=tuple(r.stop_strings), min_new_tokens=r.min_new_tokens,
     )
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def build_run(cfg: Config) -> Run:
     return Run(
         cfg=cfg, run_dir=run_dir, device=device, tokenizer=tokenizer, policy=policy, reference=reference,
         actor=actor, critic=critic, engine=_build_engine(cfg, policy, tokenizer), sampling=sampling,
-        prompts=prompts, eval_prompts=eval_prompts, sampler=PromptSampler(len(prompts), cfg.seed),
+        prompts=prompts, eval_prompts=eval_prompts, sampler=PromptSampler(len(prompts), cfg.seed, cfg.data.shuffle),
         scorer=build_scorer(cfg, tokenizer, device),
         reward_transform=RewardTransform(cfg.reward.normalize, cfg.reward.mean, cfg.reward.std,
                                          cfg.reward.clip, cfg.reward.scale),

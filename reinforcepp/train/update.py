@@ -43,7 +43,7 @@ def _step(opt: Optimization, micro_losses: Callable[[Experience], torch.Tensor],
           rows: torch.Tensor, micro_batch_size: int) -> torch.Tensor:
     """Accumulate gradients over micro-batches of ``rows``, clip, step. Returns the grad norm."""
     for micro in rows.split(micro_batch_size):
-        micro_losses(exp.rows(micro)).backward()
+        micro_losses(exp.rows(micro), micro).backward()
     return clip_and_step(opt.model, opt.optimizer, opt.scheduler, opt.max_grad_norm)
 
 
@@ -62,12 +62,25 @@ class _Meter:
         return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
 
 
+def single_pass(cfg: Config, num_sequences: int) -> bool:
+    """True when the update is one optimizer step over the whole batch (one epoch, one mini-batch): its
+    forward runs the policy that sampled, so log pi_old is that forward's detached log-probs."""
+    return cfg.train.epochs == 1 and num_sequences <= cfg.train.batch_size
+
+
 def update_actor(opt: Optimization, exp: Experience, cfg: Config, generator: torch.Generator) -> dict[str, float]:
     """PPO-clip updates of the policy over the experience (paper eq. 1, plus the KL/entropy loss terms).
 
     Models stay in eval mode: dropout is off in RL, so the updated policy is the one that sampled.
+    With ``exp.old_logp`` None (allowed only for a :func:`single_pass` update) log pi_old is taken from the
+    update's own forward, detached, and written to ``exp.old_logp``: one forward pass fewer per step.
     """
     loss_cfg, kl_cfg = cfg.algo.loss, cfg.algo.kl
+    old_from_forward = exp.old_logp is None
+    if old_from_forward:
+        if not single_pass(cfg, exp.response_ids.shape[0]):
+            raise ValueError("update_actor: exp.old_logp is needed unless the update is one epoch of one mini-batch")
+        exp.old_logp = torch.zeros(exp.response_mask.shape, dtype=torch.float32)
     kl_in_loss = kl_cfg.placement == "loss" and kl_cfg.coef > 0
     token_norm = loss_cfg.token_norm or cfg.rollout.max_new_tokens
     meter = _Meter()
@@ -80,12 +93,17 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, generator: tor
         }
         step_loss = defaultdict(float)  # summed over micro-batches: the mini-batch's loss terms
 
-        def micro_losses(mb: Experience) -> torch.Tensor:
+        def micro_losses(mb: Experience, micro: torch.Tensor) -> torch.Tensor:
             logp, entropy = policy_logprobs(opt.model, mb, cfg.rollout.temperature, with_entropy=True)
             device = logp.device
             mask = mb.response_mask.to(device)
+            if old_from_forward:  # the policy has not moved yet: pi_old is this forward
+                old = logp.detach()
+                exp.old_logp[micro, : old.shape[1]] = old.float().cpu() * mb.response_mask
+            else:
+                old = mb.old_logp.to(device)
             loss, stats = policy_loss(
-                logp, mb.old_logp.to(device), mb.advantages.to(device), mask,
+                logp, old, mb.advantages.to(device), mask,
                 clip_low=loss_cfg.clip_low, clip_high=loss_cfg.clip_high, dual_clip=loss_cfg.dual_clip, **norm,
             )
             step_loss["actor/pg_loss"] += float(loss.detach())
@@ -114,7 +132,7 @@ def update_critic(opt: Optimization, exp: Experience, cfg: Config, generator: to
         num_tokens = dist.global_sum(exp.response_mask[rows].sum().float())
         step_loss = defaultdict(float)
 
-        def micro_losses(mb: Experience) -> torch.Tensor:
+        def micro_losses(mb: Experience, micro: torch.Tensor) -> torch.Tensor:
             values = critic_values(opt.model, mb)
             device = values.device
             mask = mb.response_mask.to(device)

@@ -191,3 +191,9 @@ def test_fixed_reward_moments_only_with_fixed_normalization():
 def test_eval_every_needs_eval_prompts():
     with pytest.raises(ConfigError, match="train.eval_every: .*data.eval_prompts"):
         validate_config({"train": {"eval_every": 5}})
+
+
+def test_min_new_tokens_at_most_max_new_tokens():
+    with pytest.raises(ConfigError, match="rollout.min_new_tokens: 9 is more than rollout.max_new_tokens = 8"):
+        validate_config({"rollout": {"min_new_tokens": 9, "max_new_tokens": 8}})
+    assert validate_config({"rollout": {"min_new_tokens": 8, "max_new_tokens": 8}}).rollout.min_new_tokens == 8

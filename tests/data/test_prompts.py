@@ -74,3 +74,8 @@ def test_parquet_and_saved_datasets_are_read(tmp_path):
         read_rows(tmp_path / "dict", "prompt")
     with pytest.raises(DataError, match=r"row 0: expected a string column 'question'"):
         read_rows(tmp_path / "p.parquet", "question")
+
+
+def test_sampler_without_shuffle_serves_file_order_every_epoch():
+    sampler = PromptSampler(num_prompts=5, seed=3, shuffle=False)
+    assert sampler.next_indices(4) + sampler.next_indices(4) == [0, 1, 2, 3, 4, 0, 1, 2]

@@ -226,6 +226,33 @@ def test_eos_stops_each_sequence(model, tok, prompts, fast, compact):
     assert (engine.last_stats["compactions"] > 0) == bool(compact)
 
 
+@pytest.mark.parametrize("fast", BACKENDS, ids=["fast", "hf"])
+def test_min_new_tokens_forbids_eos_until_then(model, tok, prompts, fast):
+    engine = TorchEngine(model, tok, fast_path=fast)
+    free = engine.generate(prompts, SamplingParams(max_new_tokens=8, greedy=True, eos_token_ids=(999,)))
+    eos = free.response_ids[0, 0].item()  # greedy's first token for prompt 0: an EOS it would stop on at once
+    stopped = engine.generate(prompts, SamplingParams(max_new_tokens=8, greedy=True, eos_token_ids=(eos,)))
+    assert stopped.response_mask[0].sum() == 1
+    held = engine.generate(prompts, SamplingParams(max_new_tokens=8, greedy=True, eos_token_ids=(eos,), min_new_tokens=3))
+    for i in range(len(prompts)):
+        length = int(held.response_mask[i].sum())
+        assert length >= 3
+        assert eos not in held.response_ids[i, :3].tolist()
+        if length < 8:  # stopped: on the EOS, at the first chance it had
+            assert held.response_ids[i, length - 1].item() == eos
+    # sampling: EOS never drawn in the first 3 tokens, even when it is likely
+    sampled = engine.generate(prompts, SamplingParams(max_new_tokens=4, eos_token_ids=(eos,), min_new_tokens=4), n=8,
+                              generator=torch.Generator().manual_seed(0))
+    assert (sampled.response_mask.sum(1) == 4).all() and eos not in sampled.response_ids.flatten().tolist()
+    # the recorded log-probs are the policy's own (EOS unmasked), as the trainer recomputes them
+    with torch.no_grad():
+        for i, p in enumerate(prompts):
+            first = torch.log_softmax(model(torch.tensor([p])).logits[0, -1].float(), dim=-1)
+            rows = slice(8 * i, 8 * i + 8)
+            torch.testing.assert_close(sampled.logprobs[rows, 0], first[sampled.response_ids[rows, 0]],
+                                       rtol=0, atol=1e-5)
+
+
 def test_eos_ids_from_model_and_tokenizer(tok, prompts):
     model = _spread(tiny_model(len(tok), hidden=64, layers=2, heads=4, seed=1), seed=1)
     engine = TorchEngine(model, tok)

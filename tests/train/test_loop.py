@@ -183,3 +183,32 @@ def test_the_overlong_penalty_lowers_the_reward_of_long_responses(make_config, t
     assert after["response_length/mean"] == before["response_length/mean"]
     expected = before["reward/mean"] - 2.0 * before["response_length/mean"] / 6
     assert after["reward/mean"] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("preset, extra", [
+    ("reinforce_pp", ("train.batch_size=2",)),  # KL in the reward, two mini-batches: recompute = a forward pass
+    ("grpo", ("train.batch_size=16", "train.micro_batch_size=4")),  # one mini-batch: recompute = the update's forward
+])
+def test_old_logprobs_from_the_sampler_train_the_same_model(preset, extra, make_config, tmp_path):
+    finals = {}
+    for source in ("recompute", "rollout"):
+        cfg = make_config(CONFIGS / f"{preset}.yaml", *extra, f"train.old_logprobs={source}",
+                          f"output_dir={tmp_path / source}")
+        finals[source] = _final_weights(train(cfg))
+    start = _final_weights(Path(cfg.model.policy))
+    for name, weight in finals["recompute"].items():  # Adam turns float noise in ~0 gradients into <= lr steps
+        torch.testing.assert_close(finals["rollout"][name], weight, rtol=1e-3, atol=1e-4)
+    assert any(not torch.equal(finals["rollout"][k], start[k]) for k in start)  # the runs trained
+    for a, b in zip(metrics(tmp_path / "recompute"), metrics(tmp_path / "rollout")):
+        assert a["reward/mean"] == b["reward/mean"]  # the same samples
+        for key in ("actor/pg_loss", "kl", "actor/approx_kl"):
+            assert a[key] == pytest.approx(b[key], abs=1e-5), key
+
+
+def test_auto_takes_old_logprobs_from_the_sampler_only_for_a_float32_policy(make_config):
+    run = loop.build_run(make_config(CONFIGS / "reinforce_pp.yaml"))
+    assert loop.old_logp_source(run, kl_in_reward=True, num_sequences=4) == "rollout"
+    run.policy.to(torch.bfloat16)
+    assert loop.old_logp_source(run, kl_in_reward=True, num_sequences=4) == "forward"
+    assert loop.old_logp_source(run, kl_in_reward=False, num_sequences=4) == "update"  # one mini-batch of 4
+    assert loop.old_logp_source(run, kl_in_reward=False, num_sequences=8) == "forward"  # two: the policy moves

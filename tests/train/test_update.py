@@ -56,3 +56,31 @@ def test_micro_batch_size_does_not_change_the_gradient(agg):
         for a, b in zip(whole, split):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
     assert max(d.abs().max() for d in whole) > 0  # the step did something
+
+
+@pytest.mark.parametrize("micro", [8, 2])
+def test_single_pass_takes_old_logp_from_its_own_forward(micro):
+    """One epoch of one mini-batch: log pi_old from the update's forward gives the step (and the old
+    log-probs) that a separate no-grad forward gives."""
+    model = tiny_model(V)
+    overrides = ["rollout.batch_size=8", "train.batch_size=8", f"train.micro_batch_size={micro}",
+                 "algo.kl.placement=loss", "algo.kl.estimator=k3", "algo.kl.coef=0.1"]
+    cfg = load_config(None, overrides)
+    separate = random_experience()
+    with torch.no_grad():
+        separate.old_logp = policy_logprobs(model, separate, 1.0)[0] * separate.response_mask
+    reused = random_experience()
+    expected, got = one_sgd_step(model, separate, cfg), one_sgd_step(model, reused, cfg)
+    torch.testing.assert_close(reused.old_logp, separate.old_logp, rtol=0, atol=1e-6)
+    assert (reused.old_logp[reused.response_mask == 0] == 0).all()
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    assert max(d.abs().max() for d in got) > 0
+
+
+def test_old_logp_is_required_when_the_policy_moves_during_the_update():
+    model = tiny_model(V)
+    for overrides in (["train.batch_size=4"], ["train.batch_size=8", "train.epochs=2"]):
+        cfg = load_config(None, ["rollout.batch_size=8", "train.micro_batch_size=4", *overrides])
+        with pytest.raises(ValueError, match="exp.old_logp is needed"):
+            one_sgd_step(model, random_experience(), cfg)
