@@ -126,24 +126,29 @@ def sample_next(
     top_p: float = 1.0,
     greedy: bool = False,
     generator: torch.Generator | None = None,
+    banned: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding step: (tokens [B] int64, logprobs [B] float32) from next-token ``logits`` [B, V].
 
-    Sampling: temperature, then top-k, then top-p, then one draw per row. ``logprobs`` are
-    log softmax(logits / temperature) of the drawn token, i.e. of the distribution *before* top-k/top-p
-    truncation (what a trainer recomputes from the policy). Greedy: argmax, logprobs at temperature 1.
-    Uses fewer passes over [B, V] than composing the functions above (it matters for large vocabularies).
+    Sampling: temperature, then the ``banned`` ids (e.g. EOS before min_new_tokens, as HF's
+    min_new_tokens) removed, then top-k, then top-p, then one draw per row. ``logprobs`` are
+    log softmax(logits / temperature) of the drawn token, i.e. of the distribution *before* any of these
+    truncations (what a trainer recomputes from the policy). Greedy: argmax over the ids not banned,
+    logprobs at temperature 1. Uses fewer passes over [B, V] than composing the functions above (it
+    matters for large vocabularies).
     """
     logits = logits.float()
     if greedy:
-        tokens = logits.argmax(dim=-1)
+        allowed = logits if banned is None else logits.index_fill(-1, banned, _NEG_INF)
+        tokens = allowed.argmax(dim=-1)
         return tokens, token_logprobs(logits, tokens)
     z = apply_temperature(logits, temperature)
     zmax = z.amax(dim=-1, keepdim=True)
     weights = (z - zmax).exp_()  # unnormalised softmax(z)
-    filtered = (0 < top_k < z.shape[-1]) or top_p < 1.0
+    filtered = (0 < top_k < z.shape[-1]) or top_p < 1.0 or banned is not None
     if filtered:
-        zf = top_p_filter(top_k_filter(z, top_k), top_p)
+        allowed = z if banned is None else z.index_fill(-1, banned, _NEG_INF)
+        zf = top_p_filter(top_k_filter(allowed, top_k), top_p)
         tokens, _ = _invert_cdf(weights.masked_fill(zf == _NEG_INF, 0.0), generator)
         total = weights.sum(dim=-1, keepdim=True)
     else:

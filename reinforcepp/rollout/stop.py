@@ -47,21 +47,17 @@ class EosStopper:
 
     def __init__(self, eos_token_ids: Sequence[int], device: torch.device | str = "cpu"):
         self.eos_token_ids = tuple(int(i) for i in eos_token_ids)
-        self._ids = torch.tensor(self.eos_token_ids, dtype=torch.long, device=device)
+        self.ids = torch.tensor(self.eos_token_ids, dtype=torch.long, device=device)  # [k] on the device
 
     def __bool__(self) -> bool:
         return bool(self.eos_token_ids)
-
-    def forbid(self, logits: torch.Tensor) -> torch.Tensor:
-        """``logits`` [B, V] with the EOS columns at -inf (a copy): EOS cannot be drawn."""
-        return logits.index_fill(-1, self._ids, float("-inf"))
 
     def hits(self, tokens: torch.Tensor) -> torch.Tensor:
         if len(self.eos_token_ids) == 1:
             return tokens == self.eos_token_ids[0]
         if not self.eos_token_ids:
             return torch.zeros_like(tokens, dtype=torch.bool)
-        return torch.isin(tokens, self._ids)
+        return torch.isin(tokens, self.ids)
 
 
 class StopStringMatcher:

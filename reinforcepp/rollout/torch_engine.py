@@ -35,7 +35,7 @@ from .padding import left_pad
 from .base import Rollout, SamplingParams
 from .hf_backend import _HFBackend
 from .llama_backend import _LlamaBackend, fast_path_unsupported_reason
-from .sampling import sample_next, token_logprobs
+from .sampling import sample_next
 from .stop import EosStopper, StopStringMatcher, resolve_eos_token_ids
 
 __all__ = ["TorchEngine", "fast_path_unsupported_reason"]
@@ -170,11 +170,8 @@ class TorchEngine:
             greedy=params.greedy, generator=generator,
         )
         for t in range(T):
-            if t < params.min_new_tokens and eos:  # sample without EOS; log-probs stay the policy's own
-                tokens, _ = sample_next(eos.forbid(logits), **sample_kwargs)
-                logprobs = token_logprobs(logits.float() / (1.0 if params.greedy else params.temperature), tokens)
-            else:
-                tokens, logprobs = sample_next(logits, **sample_kwargs)
+            banned = eos.ids if t < params.min_new_tokens and eos else None
+            tokens, logprobs = sample_next(logits, **sample_kwargs, banned=banned)
             steps += 1
             alive = ~done
             if any_done:

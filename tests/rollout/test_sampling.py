@@ -174,3 +174,20 @@ def test_sample_next_distribution(T, top_k, top_p):
     assert counts[target == 0].sum() == 0
     stat, dof = chi_square(counts, target)
     assert stat < chi_square_bound(dof), (stat, dof)
+
+
+def test_sample_next_banned_ids_are_removed_before_top_k_but_logprobs_are_untruncated():
+    g = torch.Generator().manual_seed(9)
+    z = torch.randn(2000, 12, generator=g)
+    z[:, 3] = 4.0  # the most likely id: banned, it must never be drawn
+    banned = torch.tensor([3, 7])
+    tok, lp = sample_next(z, temperature=0.8, top_k=2, banned=banned, generator=g)
+    assert not torch.isin(tok, banned).any()
+    # top-k runs on the ids left: the two best of the other ten, never the third best
+    allowed = (z / 0.8).index_fill(-1, banned, float("-inf"))
+    assert torch.isfinite(top_k_filter(allowed, 2).gather(1, tok[:, None])).all()
+    assert (tok != allowed.argmax(-1)).any()  # the second best left is drawn too (banning after top-k would not)
+    torch.testing.assert_close(lp, torch.log_softmax(z / 0.8, -1).gather(1, tok[:, None]).squeeze(1), atol=1e-5, rtol=0)
+    greedy, glp = sample_next(z, greedy=True, banned=banned)
+    assert torch.equal(greedy, allowed.argmax(-1))
+    torch.testing.assert_close(glp, torch.log_softmax(z, -1).gather(1, greedy[:, None]).squeeze(1))
