@@ -17,20 +17,10 @@ LABELS = {"REINFORCE++": "REINFORCE__", "GRPO": "GRPO"}
 
 
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory, tiny_dir, prompt_file):
+def compared(tmp_path_factory, make_shared_config):
     """One real comparison, run through the CLI: (output dir, captured stdout)."""
     root = tmp_path_factory.mktemp("compare")
-    shared = {
-        "model": {"policy": str(tiny_dir)},
-        "data": {"prompts": str(prompt_file), "eval_prompts": str(prompt_file)},
-        "reward": {"function": "reinforcepp.rewards.toy:target_char_share"},
-        "rollout": {"batch_size": 2, "max_new_tokens": 3},
-        "train": {"batch_size": 2, "micro_batch_size": 2, "num_steps": 2, "eval_every": 2},
-        "eval": {"train_prompts": 2},
-        "actor": {"optim": {"lr": 1e-3}},
-        "log": {"progress": False, "tensorboard": False},
-    }
-    (root / "shared.yaml").write_text(yaml.safe_dump(shared))
+    (root / "shared.yaml").write_text(yaml.safe_dump(make_shared_config(batch_size=2, max_new_tokens=3)))
     spec = {"title": "tiny", "config": "shared.yaml", "seeds": [1, 2],
             "runs": {"REINFORCE++": {"preset": "reinforce_pp"}, "GRPO": {"preset": "grpo", "overrides": ["train.batch_size=8", "train.micro_batch_size=8"]}}}
     (root / "exp.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
