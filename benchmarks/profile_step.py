@@ -6,6 +6,7 @@ CPU time and the loop's phase times, so a claim about a hot spot comes with its 
 
     .venv/bin/python benchmarks/profile_step.py                    # tiny, 2 warm-up + 3 profiled steps
     .venv/bin/python benchmarks/profile_step.py --workload smol --prompts 4 --new-tokens 16
+    .venv/bin/python benchmarks/profile_step.py --shapes           # one row per operator and input shapes
     .venv/bin/python benchmarks/profile_step.py --quick            # smoke check
 """
 
@@ -33,6 +34,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=C.DEFAULT_WORK / "profile")
     ap.add_argument("--quick", action="store_true", help="smoke check: 8 prompts, T = 8, 1 + 1 steps")
+    ap.add_argument("--shapes", action="store_true", help="one row per operator and input shapes")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.quick:
@@ -53,7 +55,7 @@ def main(argv=None):
     phases: dict[str, list[float]] = {}
 
     when = schedule(wait=max(args.warmup - 1, 0), warmup=min(args.warmup, 1), active=args.steps, repeat=1)
-    with profile(activities=[ProfilerActivity.CPU], schedule=when) as prof:
+    with profile(activities=[ProfilerActivity.CPU], schedule=when, record_shapes=args.shapes) as prof:
         def on_step_end(step, metrics):
             if step > args.warmup:
                 for key, value in metrics.items():
@@ -65,7 +67,8 @@ def main(argv=None):
     print(f"\n{args.workload}: {args.prompts} prompts x {args.n}, T = {args.new_tokens}; profiled steps "
           f"{args.warmup + 1}..{total}; phase means (s): "
           + ", ".join(f"{k[7:]} {sum(v) / len(v):.3f}" for k, v in phases.items()))
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top)
+    averages = prof.key_averages(group_by_input_shape=args.shapes)
+    table = averages.table(sort_by="self_cpu_time_total", row_limit=args.top, max_shapes_column_width=80)
     print(table)
     C.write_json(args.json_out, {"argv": sys.argv, "phases": phases, "table": table})
 

@@ -67,6 +67,29 @@ def save_tiny_checkpoint(path: str | Path, *, seed: int = 0, **model_kwargs) -> 
     return path
 
 
+def random_experience(batch: int, prompt_len: int, response_len: int, vocab_size: int, seed: int = 0):
+    """An Experience of random tokens with uneven left-padded prompts and uneven responses (ids >= 3,
+    padding 0), random advantages and reference log-probs (0 off the response mask)."""
+    import torch
+
+    from reinforcepp.train.experience import Experience
+
+    g = torch.Generator().manual_seed(seed)
+    prompt_lens = torch.randint(1, prompt_len + 1, (batch,), generator=g)
+    response_lens = torch.randint(1, response_len + 1, (batch,), generator=g)
+    prompt_mask = (torch.arange(prompt_len)[None] >= prompt_len - prompt_lens[:, None]).long()
+    response_mask = (torch.arange(response_len)[None] < response_lens[:, None]).long()
+    exp = Experience(
+        prompt_ids=torch.randint(3, vocab_size, (batch, prompt_len), generator=g) * prompt_mask,
+        prompt_mask=prompt_mask,
+        response_ids=torch.randint(3, vocab_size, (batch, response_len), generator=g) * response_mask,
+        response_mask=response_mask,
+    )
+    exp.advantages = torch.randn(batch, response_len, generator=g) * response_mask
+    exp.ref_logp = -torch.rand(batch, response_len, generator=g) * 3 * response_mask
+    return exp
+
+
 if __name__ == "__main__":  # python -m reinforcepp.testing DIR: write a tiny random checkpoint
     import sys
 

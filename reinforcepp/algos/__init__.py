@@ -15,6 +15,7 @@ from .advantages import (
     token_rewards,
 )
 from .kl import KL_ESTIMATORS, kl_estimate
+from .lm_head import head_logprobs
 from .logprobs import token_logprobs
 from .losses import (
     AGGREGATIONS,
@@ -40,6 +41,7 @@ __all__ = [
     "discounted_returns",
     "entropy_from_logits",
     "gae",
+    "head_logprobs",
     "kl_estimate",
     "kl_loss",
     "masked_mean",

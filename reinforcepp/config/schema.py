@@ -190,6 +190,13 @@ class TrainConfig(_Section):
         "update's own forward when it is one epoch of one mini-batch and the reward has no KL term), 'auto' = "
         "'rollout' for the in-process torch engine on a float32 policy, else 'recompute'.",
     )
+    chunked_logprobs: bool = Field(
+        False,
+        description="In the update, compute log-probs and entropy in row chunks fused with the LM head (Llama "
+        "family): no [B, T, V] logits kept for the backward, which makes them again (one more LM-head matmul). "
+        "For long responses and large vocabularies when memory is the limit. Passes without gradient always "
+        "run chunked.",
+    )
 
 
 class EvalConfig(_Section):

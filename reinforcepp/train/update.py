@@ -94,7 +94,9 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, generator: tor
         step_loss = defaultdict(float)  # summed over micro-batches: the mini-batch's loss terms
 
         def micro_losses(mb: Experience, micro: torch.Tensor) -> torch.Tensor:
-            logp, entropy = policy_logprobs(opt.model, mb, cfg.rollout.temperature, with_entropy=True)
+            logp, entropy = policy_logprobs(
+                opt.model, mb, cfg.rollout.temperature, with_entropy=True, chunked=cfg.train.chunked_logprobs
+            )
             device = logp.device
             mask = mb.response_mask.to(device)
             if old_from_forward:  # the policy has not moved yet: pi_old is this forward

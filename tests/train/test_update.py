@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from reinforcepp.config import load_config
+from reinforcepp.testing import random_experience as make_random_experience
 from reinforcepp.testing import tiny_model
-from reinforcepp.train.experience import Experience
 from reinforcepp.train.forward import policy_logprobs
 from reinforcepp.train.update import Optimization, update_actor
 
@@ -15,20 +15,8 @@ B, LP, T, V = 8, 5, 7, 48
 
 
 def random_experience(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    prompt_len = torch.randint(1, LP + 1, (B,), generator=g)
-    response_len = torch.randint(1, T + 1, (B,), generator=g)  # uneven, so token counts differ per micro-batch
-    prompt_mask = (torch.arange(LP)[None] >= LP - prompt_len[:, None]).long()
-    response_mask = (torch.arange(T)[None] < response_len[:, None]).long()
-    exp = Experience(
-        prompt_ids=torch.randint(3, V, (B, LP), generator=g) * prompt_mask,
-        prompt_mask=prompt_mask,
-        response_ids=torch.randint(3, V, (B, T), generator=g) * response_mask,
-        response_mask=response_mask,
-    )
-    exp.advantages = torch.randn(B, T, generator=g) * response_mask
-    exp.ref_logp = -torch.rand(B, T, generator=g) * 3 * response_mask
-    return exp
+    # uneven prompt and response lengths, so token counts differ per micro-batch
+    return make_random_experience(B, LP, T, V, seed)
 
 
 def one_sgd_step(model, exp, cfg):
@@ -84,3 +72,16 @@ def test_old_logp_is_required_when_the_policy_moves_during_the_update():
         cfg = load_config(None, ["rollout.batch_size=8", "train.micro_batch_size=4", *overrides])
         with pytest.raises(ValueError, match="exp.old_logp is needed"):
             one_sgd_step(model, random_experience(), cfg)
+
+
+def test_chunked_logprobs_give_the_same_step():
+    model = tiny_model(V)
+    exp = random_experience(7)
+    exp.old_logp = exp.ref_logp + 0.05 * torch.randn(B, T) * exp.response_mask
+    overrides = ["rollout.batch_size=8", "train.batch_size=8", "train.micro_batch_size=4", "algo.kl.placement=loss",
+                 "algo.kl.estimator=k3", "algo.kl.coef=0.1", "algo.loss.entropy_coef=0.01"]
+    plain = one_sgd_step(model, exp, load_config(None, overrides))
+    chunked = one_sgd_step(model, exp, load_config(None, [*overrides, "train.chunked_logprobs=true"]))
+    for a, b in zip(plain, chunked):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    assert max(d.abs().max() for d in plain) > 0
