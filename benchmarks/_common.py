@@ -277,7 +277,6 @@ def rss_mb() -> float:
 
 def _child(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    __import__("reinforcepp")  # first, as under the CLI: its process settings apply before torch loads
     import torch
 
     torch.set_num_threads(spec["threads"])
