@@ -11,11 +11,13 @@ a third of the model's FLOPs per token and the largest tensors of the step. Thre
 
 Each (way, THP_MEM_ALLOC_ENABLE) runs in a fresh process: the forward without gradient, the forward and
 backward (loss on log pi, entropy computed as the update does), and the peak RSS the forward and backward
-added. A first table times a fresh 113 MB tensor (the embedding's gradient at 49152 x 576) under both
-allocator settings: the page faults that reinforcepp's huge-page default removes.
+added. A first table times a fresh 113 MB tensor (the embedding's gradient at 49152 x 576) against reusing one:
+the page faults a fresh large tensor costs, with the default allocator, PyTorch's huge pages and glibc's
+heap only (no mmap, freed memory kept).
 
     .venv/bin/python benchmarks/lm_head_logprobs.py                 # B*T = 512 and 2048 rows, V = 49152, H = 576
     .venv/bin/python benchmarks/lm_head_logprobs.py --rows 512 --repeats 3
+    .venv/bin/python benchmarks/lm_head_logprobs.py --fresh-only --rounds 3
 """
 
 from __future__ import annotations
@@ -86,7 +88,13 @@ def _child(way: str, rows: int, hidden: int, vocab: int, repeats: int, threads: 
             "peak_added_mb": max(peak_added, 0.0)}
 
 
-def _fresh_tensor_child(threads: int, repeats: int) -> dict:
+def _fresh_tensor_child(threads: int, repeats: int, heap: bool) -> dict:
+    if heap:  # glibc: no mmap for large blocks, keep freed memory: a freed 113 MB block is reused, not faulted again
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, 0)  # M_MMAP_MAX
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
     import torch
 
     torch.set_num_threads(threads)
@@ -114,7 +122,7 @@ def main(argv=None):
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, *rest = sys.argv[2:]
         if kind == "fresh":
-            print(json.dumps(_fresh_tensor_child(int(rest[0]), int(rest[1]))))
+            print(json.dumps(_fresh_tensor_child(int(rest[0]), int(rest[1]), rest[2] == "heap")))
         else:
             rows, hidden, vocab, repeats, threads = map(int, rest)
             print(json.dumps(_child(kind, rows, hidden, vocab, repeats, threads)))
@@ -126,6 +134,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats in each process (best of)")
     ap.add_argument("--rounds", type=int, default=2, help="fresh processes per configuration (median of)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fresh-only", action="store_true", help="only the fresh-tensor table")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="smoke check: 64 rows, vocab 4096, 1 round")
     args = ap.parse_args(argv)
@@ -135,12 +144,16 @@ def main(argv=None):
     results: dict = {"argv": sys.argv, "fresh": {}, "ways": {}}
 
     print("\nA fresh 49152 x 576 float32 tensor (torch.zeros) against zeroing one already touched (ms, best of 5)")
-    print("| THP_MEM_ALLOC_ENABLE | fresh zeros | reused .zero_() |\n|---|---|---|")
-    for thp in ("0", "1"):
-        runs = [_run_child(["fresh", str(args.threads), "5"], thp, args.threads) for _ in range(args.rounds)]
+    print("| allocator | fresh zeros | reused .zero_() |\n|---|---|---|")
+    for name, thp, malloc in (("default", "0", "mmap"), ("THP_MEM_ALLOC_ENABLE=1", "1", "mmap"),
+                              ("glibc heap only (mallopt M_MMAP_MAX=0)", "0", "heap")):
+        runs = [_run_child(["fresh", str(args.threads), "5", malloc], thp, args.threads) for _ in range(args.rounds)]
         r = {k: statistics.median(x[k] for x in runs) for k in runs[0]}
-        results["fresh"][thp] = r
-        print(f"| {thp} | {r['fresh_zeros_s'] * 1e3:.1f} | {r['reused_zero_s'] * 1e3:.1f} |")
+        results["fresh"][name] = r
+        print(f"| {name} | {r['fresh_zeros_s'] * 1e3:.1f} | {r['reused_zero_s'] * 1e3:.1f} |")
+    if args.fresh_only:
+        write_json(args.json_out, results)
+        return
 
     print(f"\nLog-probs + entropy of B*T rows, H = {args.hidden}, V = {args.vocab} (s, best of {args.repeats} per "
           f"process, median of {args.rounds} processes, alternating; peak MiB the forward + backward added)")

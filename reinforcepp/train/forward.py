@@ -24,11 +24,10 @@ def policy_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(o_t | prompt, o_<t) / temperature-scaled, for every response position.
 
-    The LM head runs only on the response positions, not the prompt. For the Llama family (logits exactly
-    ``lm_head(h)``) it runs on contiguous hidden states (``F.linear`` on a strided slice of [B, L, H] is a
-    batched matmul at half the speed on CPU), and in row chunks fused with the log-softmax
-    (:func:`head_logprobs`: no [B, T, V] logits in memory) when no gradient is taken or ``chunked`` is set;
-    any other model goes through its own forward with ``logits_to_keep``.
+    The LM head runs only on the response positions, not the prompt. Without gradient (the reference and
+    old-policy passes), or with ``chunked``, a Llama-family model (logits exactly ``lm_head(h)``) runs its
+    LM head in row chunks fused with the log-softmax (:func:`head_logprobs`): no [B, T, V] logits in
+    memory. Otherwise the model's own forward with ``logits_to_keep`` gives the logits.
     Entropy is that of the sampling distribution softmax(z / temperature).
 
     Shapes: -> (logp [B, T] float32, entropy [B, T] float32 or None), on the model's device.
@@ -36,18 +35,15 @@ def policy_logprobs(
     device = next(model.parameters()).device
     B, T = exp.response_ids.shape
     tokens = exp.response_ids.to(device)
-    head = plain_lm_head(model)
+    head = plain_lm_head(model) if chunked or not torch.is_grad_enabled() else None
     with autocast_for(device):
-        if head is None:
-            logits = model(**exp.model_inputs(device), use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
-        else:
+        if head is not None:
             hidden = model.model(**exp.model_inputs(device), use_cache=False).last_hidden_state
             hidden = hidden[:, -T - 1 : -1].reshape(B * T, hidden.shape[-1])  # position Lp - 1 + t predicts token t
-            if chunked or not torch.is_grad_enabled():
-                logp, entropy = head_logprobs(hidden, head.weight, tokens.reshape(B * T), temperature,
-                                              with_entropy=with_entropy)
-                return logp.view(B, T), None if entropy is None else entropy.view(B, T)
-            logits = head(hidden).view(B, T, head.out_features)
+            logp, entropy = head_logprobs(hidden, head.weight, tokens.reshape(B * T), temperature,
+                                          with_entropy=with_entropy)
+            return logp.view(B, T), None if entropy is None else entropy.view(B, T)
+        logits = model(**exp.model_inputs(device), use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
     logits = logits.float()  # [B, T, V]
     if temperature != 1.0:
         logits = logits / temperature
