@@ -34,7 +34,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=C.DEFAULT_WORK / "profile")
     ap.add_argument("--quick", action="store_true", help="smoke check: 8 prompts, T = 8, 1 + 1 steps")
-    ap.add_argument("--shapes", action="store_true", help="one row per operator and input shapes")
+    ap.add_argument("--shapes", action="store_true", help="one row per operator and input shapes (recording shapes inflates the time of large "
+                    "elementwise ops: use it to find operators, the plain run to time them)")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.quick:
