@@ -57,12 +57,16 @@ _PLAIN_HEAD_MODELS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalL
 
 
 def plain_lm_head(model: torch.nn.Module) -> torch.nn.Linear | None:
-    """The bias-free ``nn.Linear`` LM head of a bare Llama-family model, else None (other architectures,
-    models wrapped by PEFT or DDP, whose own forward must run)."""
+    """The bias-free ``nn.Linear`` LM head of a bare Llama-family model, else None: other architectures,
+    models wrapped by PEFT or DDP, and heads with hooks or sharded weights (FSDP, accelerate offloading),
+    which need their own forward to run."""
     head = getattr(model, "lm_head", None)
-    if type(model).__name__ in _PLAIN_HEAD_MODELS and type(head) is torch.nn.Linear and head.bias is None:
-        return head
-    return None
+    if type(model).__name__ not in _PLAIN_HEAD_MODELS or type(head) is not torch.nn.Linear or head.bias is not None:
+        return None
+    hooked = head._forward_pre_hooks or head._forward_hooks or getattr(head, "_hf_hook", None) is not None
+    if hooked or type(head.weight.data) is not torch.Tensor:
+        return None
+    return head
 
 
 def critic_values(critic: torch.nn.Module, exp: Experience) -> torch.Tensor:

@@ -75,3 +75,6 @@ def test_other_models_take_their_own_forward():
             self.lm_head = inner.lm_head
 
     assert plain_lm_head(Wrapper(tiny_model(V))) is None
+    hooked = tiny_model(V)
+    hooked.lm_head.register_forward_pre_hook(lambda module, args: None)  # e.g. FSDP's all-gather
+    assert plain_lm_head(hooked) is None
