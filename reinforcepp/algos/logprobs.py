@@ -11,7 +11,8 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     ``temperature`` must be the sampler's: log-probs at another temperature make the PPO ratio wrong
     from the first token (TRL PR #4159). The input logits are never modified in place.
 
-    Shapes: logits [B, T, V], tokens [B, T] (int64) -> [B, T] float32.
+    Shapes: logits [..., V], tokens [...] (int64) -> [...] float32 (e.g. [B, T, V] in training, [B, V] in
+    the sampler).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from reinforcepp.algos.logprobs import token_logprobs  # the one copy of log softmax(z)[o]
+
 __all__ = [
     "apply_temperature",
     "top_k_filter",
@@ -106,16 +108,6 @@ def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None =
 def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
     """argmax of each row ([B, V] -> [B] int64)."""
     return logits.argmax(dim=-1)
-
-
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[token] of each row (logits [B, V], tokens [B] -> [B] float32).
-
-    Pass logits already divided by the temperature to get the sampling distribution's log-probs.
-    """
-    logits = logits.float()
-    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
 
 
 def sample_next(
