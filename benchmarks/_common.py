@@ -78,6 +78,16 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def call_times(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``fn``, one per call."""
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 def write_json(path: str | Path | None, obj: Any) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -12,13 +12,12 @@ the compiled model's first call (whose time, the compilation, is reported apart)
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASE_MODEL, print_header, write_json  # noqa: E402
+from _common import BASE_MODEL, call_times, median, print_header, write_json  # noqa: E402
 
 
 def main(argv=None):
@@ -52,14 +51,6 @@ def main(argv=None):
         (-logp.mean()).backward()
         model.zero_grad(set_to_none=True)
 
-    def timed(m):
-        out = []
-        for _ in range(args.steps):
-            t0 = time.perf_counter()
-            step(m)
-            out.append(time.perf_counter() - t0)
-        return out
-
     step(model)  # eager warm-up
     compiled = torch.compile(model, mode=args.mode)
     t0 = time.perf_counter()
@@ -68,11 +59,11 @@ def main(argv=None):
     print(f"first compiled call (compilation included): {compile_s:.1f} s")
     eager, comp = [], []
     for r in range(args.rounds):
-        eager += timed(model)
-        comp += timed(compiled)
-        print(f"  round {r + 1}/{args.rounds}: eager {statistics.median(eager[-args.steps:]):.3f} s, "
-              f"compiled {statistics.median(comp[-args.steps:]):.3f} s")
-    e, c = statistics.median(eager), statistics.median(comp)
+        eager += call_times(lambda: step(model), args.steps)
+        comp += call_times(lambda: step(compiled), args.steps)
+        print(f"  round {r + 1}/{args.rounds}: eager {median(eager[-args.steps:]):.3f} s, "
+              f"compiled {median(comp[-args.steps:]):.3f} s")
+    e, c = median(eager), median(comp)
     print(f"\n| [{args.batch} x {args.length}] forward + backward | eager s | compiled s | compiled / eager | "
           f"compilation s |\n|---|---|---|---|---|\n| median of {len(eager)} | {e:.3f} | {c:.3f} | {c / e:.2f}x | "
           f"{compile_s:.1f} |")

@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_header, rss_mb, write_json  # noqa: E402
+from _common import call_times, median, print_header, rss_mb, write_json  # noqa: E402
 
 WAYS = ("strided", "contiguous", "chunked")
 
@@ -63,14 +62,6 @@ def _child(way: str, rows: int, hidden: int, vocab: int, repeats: int, threads: 
     def slice_of_states():
         return states.detach().requires_grad_()[:, -T - 1 : -1]
 
-    def timed(fn):
-        out = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-        return min(out)
-
     def forward_only():
         with torch.no_grad():
             logprobs(slice_of_states())
@@ -84,7 +75,8 @@ def _child(way: str, rows: int, hidden: int, vocab: int, repeats: int, threads: 
     base = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rss_mb())
     forward_backward()  # first, so that the peak it adds is measured from the inputs alone
     peak_added = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
-    return {"forward_s": timed(forward_only), "forward_backward_s": timed(forward_backward),
+    return {"forward_s": min(call_times(forward_only, repeats)),
+            "forward_backward_s": min(call_times(forward_backward, repeats)),
             "peak_added_mb": max(peak_added, 0.0)}
 
 
@@ -148,7 +140,7 @@ def main(argv=None):
     for name, thp, malloc in (("default", "0", "mmap"), ("THP_MEM_ALLOC_ENABLE=1", "1", "mmap"),
                               ("glibc heap only (mallopt M_MMAP_MAX=0)", "0", "heap")):
         runs = [_run_child(["fresh", str(args.threads), "5", malloc], thp, args.threads) for _ in range(args.rounds)]
-        r = {k: statistics.median(x[k] for x in runs) for k in runs[0]}
+        r = {k: median(x[k] for x in runs) for k in runs[0]}
         results["fresh"][name] = r
         print(f"| {name} | {r['fresh_zeros_s'] * 1e3:.1f} | {r['reused_zero_s'] * 1e3:.1f} |")
     if args.fresh_only:
@@ -166,7 +158,7 @@ def main(argv=None):
                     spec = [way, str(rows), str(args.hidden), str(args.vocab), str(args.repeats), str(args.threads)]
                     runs.setdefault((way, thp), []).append(_run_child(spec, thp, args.threads))
         for (way, thp), rs in runs.items():
-            r = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
+            r = {k: median(x[k] for x in rs) for k in rs[0]}
             results["ways"][f"{rows}/{way}/{thp}"] = r
             print(f"| {rows} | {way} | {thp} | {r['forward_s']:.3f} | {r['forward_backward_s']:.3f} | "
                   f"{r['peak_added_mb']:.0f} |")

@@ -4,7 +4,7 @@ The plain path builds logits z = h W^T for every response position ([N, V] in fl
 tokens at a 49k vocabulary), keeps them for the backward, and runs log-softmax, its backward and the
 entropy over the whole tensor. Here each chunk of rows makes its logits, reduces them to log pi and H,
 and drops them; the backward makes them again chunk by chunk (one more LM-head matmul), so no [N, V]
-tensor ever exists and the elementwise work stays in cache. The formulas are the package's own
+tensor ever exists. The formulas are the package's own
 (:func:`~reinforcepp.algos.logprobs.token_logprobs`, :func:`~reinforcepp.algos.losses.entropy_from_logits`):
 only where the logits live changes, so the results equal the plain path's to float rounding (tested).
 """
@@ -76,25 +76,25 @@ class _HeadLogprobs(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_logp, grad_entropy):
         hidden, weight, tokens = ctx.saved_tensors
+        if grad_logp is None and grad_entropy is None:
+            return None, None, None, None, None, None  # None is autograd's zero gradient
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
         grad_weight = torch.zeros_like(weight) if need_weight else None
-        if grad_logp is None and grad_entropy is None:
-            return grad_hidden.zero_() if need_hidden else None, grad_weight, None, None, None, None
         for s in range(0, hidden.shape[0], ctx.rows):
-            h = hidden[s : s + ctx.rows]
+            rows = slice(s, s + ctx.rows)
             with torch.enable_grad():
-                logits = torch.mm(h, weight.t()).detach().requires_grad_()
+                logits = torch.mm(hidden[rows], weight.t()).detach().requires_grad_()
                 z = _sampling_logits(logits, ctx.temperature)
                 objective = z.new_zeros(())
                 if grad_logp is not None:
-                    objective = objective + (token_logprobs(z, tokens[s : s + ctx.rows]) * grad_logp[s : s + ctx.rows]).sum()
+                    objective = objective + (token_logprobs(z, tokens[rows]) * grad_logp[rows]).sum()
                 if grad_entropy is not None:
-                    objective = objective + (entropy_from_logits(z) * grad_entropy[s : s + ctx.rows]).sum()
+                    objective = objective + (entropy_from_logits(z) * grad_entropy[rows]).sum()
                 (grad_logits,) = torch.autograd.grad(objective, logits)
             # the LM head's chain rule: dz/dh = W, dz/dW = h
             if need_hidden:
-                grad_hidden[s : s + ctx.rows] = torch.mm(grad_logits, weight)
+                grad_hidden[rows] = torch.mm(grad_logits, weight)
             if need_weight:
-                grad_weight.addmm_(grad_logits.t(), h)
+                grad_weight.addmm_(grad_logits.t(), hidden[rows])
         return grad_hidden, grad_weight, None, None, None, None
