@@ -7,6 +7,8 @@ from typing import Protocol
 
 import torch
 
+from .streams import RowStreams
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -54,9 +56,10 @@ class RolloutEngine(Protocol):
         prompts: list[list[int]],
         params: SamplingParams,
         n: int = 1,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | RowStreams | None = None,
     ) -> Rollout:
-        """Sample ``n`` responses to each prompt (token ids, unpadded); ``generator`` makes it reproducible."""
+        """Sample ``n`` responses to each prompt (token ids, unpadded); ``generator`` makes it reproducible,
+        and with :class:`~reinforcepp.rollout.streams.RowStreams` independent of how the batch is split."""
         ...
 
     def sync_weights(self, policy: torch.nn.Module) -> None:

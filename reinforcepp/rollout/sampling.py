@@ -6,7 +6,7 @@ then top-k, then top-p.
 
 Sampling draws one uniform number per row and inverts the row's cumulative distribution (what
 ``torch.multinomial`` does for one sample, minus its overhead); a seeded ``torch.Generator`` makes it
-reproducible.
+reproducible, or the caller passes the uniforms themselves (per-row streams, :mod:`.streams`).
 """
 
 from __future__ import annotations
@@ -84,14 +84,17 @@ def _uniform(rows: int, like: torch.Tensor, generator: torch.Generator | None) -
     return u.to(like.device)
 
 
-def _invert_cdf(weights: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample one index per row with probability proportional to ``weights`` ([B, V], >= 0, rows not all 0).
+def _invert_cdf(weights: torch.Tensor, generator: torch.Generator | None,
+                uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one index per row with probability proportional to ``weights`` ([B, V], >= 0, rows not all 0),
+    with the given ``uniforms`` [B] in [0, 1) or ones drawn from ``generator``.
 
     Returns (tokens [B] int64, row totals [B, 1]). Zero-weight entries are never drawn.
     """
     cdf = weights.cumsum(dim=-1)
     total = cdf[..., -1:]
-    target = _uniform(cdf.shape[0], cdf, generator) * total
+    u = _uniform(cdf.shape[0], cdf, generator) if uniforms is None else uniforms.to(cdf.device, torch.float32)[:, None]
+    target = u * total
     # u < 1, but u * total can round up to total; the first index with cdf > target must exist.
     target = torch.minimum(target, torch.nextafter(total, torch.zeros_like(total)))
     tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1)
@@ -119,13 +122,15 @@ def sample_next(
     greedy: bool = False,
     generator: torch.Generator | None = None,
     banned: torch.Tensor | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding step: (tokens [B] int64, logprobs [B] float32) from next-token ``logits`` [B, V].
 
     Sampling: temperature, then the ``banned`` ids (e.g. EOS before min_new_tokens, as HF's
     min_new_tokens) removed, then top-k, then top-p, then one draw per row. ``logprobs`` are
     log softmax(logits / temperature) of the drawn token, i.e. of the distribution *before* any of these
-    truncations (what a trainer recomputes from the policy). Greedy: argmax over the ids not banned,
+    truncations (what a trainer recomputes from the policy). ``uniforms`` [B], when given, are the draws
+    (instead of ``generator``'s). Greedy: argmax over the ids not banned,
     logprobs at temperature 1. Uses fewer passes over [B, V] than composing the functions above (it
     matters for large vocabularies).
     """
@@ -141,10 +146,10 @@ def sample_next(
     if filtered:
         allowed = z if banned is None else z.index_fill(-1, banned, _NEG_INF)
         zf = top_p_filter(top_k_filter(allowed, top_k), top_p)
-        tokens, _ = _invert_cdf(weights.masked_fill(zf == _NEG_INF, 0.0), generator)
+        tokens, _ = _invert_cdf(weights.masked_fill(zf == _NEG_INF, 0.0), generator, uniforms)
         total = weights.sum(dim=-1, keepdim=True)
     else:
-        tokens, total = _invert_cdf(weights, generator)
+        tokens, total = _invert_cdf(weights, generator, uniforms)
     picked = z.gather(-1, tokens.unsqueeze(-1))
     logprobs = (picked - zmax - total.log()).squeeze(-1)
     return tokens, logprobs

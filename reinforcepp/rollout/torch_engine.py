@@ -36,6 +36,7 @@ from .base import Rollout, SamplingParams
 from .hf_backend import _HFBackend
 from .llama_backend import _LlamaBackend, fast_path_unsupported_reason
 from .sampling import sample_next
+from .streams import RowStreams
 from .stop import EosStopper, StopStringMatcher, resolve_eos_token_ids
 
 __all__ = ["TorchEngine", "fast_path_unsupported_reason"]
@@ -99,9 +100,10 @@ class TorchEngine:
         prompts: list[list[int]],
         params: SamplingParams,
         n: int = 1,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | RowStreams | None = None,
     ) -> Rollout:
-        """Sample ``n`` responses to each prompt; see :class:`~reinforcepp.rollout.base.Rollout` for the layout."""
+        """Sample ``n`` responses to each prompt; see :class:`~reinforcepp.rollout.base.Rollout` for the layout.
+        With :class:`RowStreams` each row's draws depend only on its own key (not on the batch it is in)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if params.max_new_tokens < 0:
@@ -110,6 +112,8 @@ class TorchEngine:
             raise ValueError(f"temperature must be > 0 when sampling, got {params.temperature} (use greedy=True)")
         if any(len(p) == 0 for p in prompts):
             raise ValueError("empty prompt")
+        if isinstance(generator, RowStreams) and generator.keys.numel() != len(prompts) * n:
+            raise ValueError(f"{generator.keys.numel()} row streams for {len(prompts)} prompts x {n} samples")
         pad = self.pad_token_id
         if not prompts:
             empty = torch.zeros(0, 0, dtype=torch.long)
@@ -165,13 +169,15 @@ class TorchEngine:
         rows: torch.Tensor | None = None  # running-batch row -> output row (None: identity)
         any_done = False
         steps = compactions = 0
+        streams = generator if isinstance(generator, RowStreams) else None
         sample_kwargs = dict(
             temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
-            greedy=params.greedy, generator=generator,
+            greedy=params.greedy, generator=None if streams else generator,
         )
         for t in range(T):
             banned = eos.ids if t < params.min_new_tokens and eos else None
-            tokens, logprobs = sample_next(logits, **sample_kwargs, banned=banned)
+            uniforms = streams.uniforms(t, rows) if streams and not params.greedy else None
+            tokens, logprobs = sample_next(logits, **sample_kwargs, banned=banned, uniforms=uniforms)
             steps += 1
             alive = ~done
             if any_done:
