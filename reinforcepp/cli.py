@@ -99,9 +99,14 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.resume:
         args.overrides = [*args.overrides, f"ckpt.resume={args.resume}"]
     cfg = _load(args)
-    from reinforcepp.train import train  # torch and transformers load only when training
+    from reinforcepp.train import dist, train  # torch and transformers load only when training
 
-    print(f"final model: {train(cfg)}")
+    try:
+        final = train(cfg)
+    finally:
+        dist.shutdown()
+    if dist.is_main():  # under torchrun rank 0 alone reports
+        print(f"final model: {final}")
     return 0
 
 

@@ -197,6 +197,10 @@ class TrainConfig(_Section):
         "For long responses and large vocabularies when memory is the limit. Passes without gradient always "
         "run chunked.",
     )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each decoder layer's activations in the backward (non-reentrant): the same "
+        "gradients, less activation memory, about one more forward pass of time.",
+    )
 
 
 class EvalConfig(_Section):
@@ -257,6 +261,24 @@ class LogConfig(_Section):
     )
 
 
+class DistConfig(_Section):
+    """Used only under torchrun (`torchrun --nproc-per-node N -m reinforcepp train ...`)."""
+
+    timeout_s: PositiveFloat = Field(
+        1800.0, description="Seconds a collective may wait for the other ranks before the job fails (a rank "
+        "that died ends the job at once through torchrun; this bounds a rank that hangs). Must exceed the "
+        "longest rank-0-only phase (evaluation, checkpoint export).",
+    )
+    mixed_precision: Literal["auto", "bfloat16", "none"] = Field(
+        "auto", description="FSDP2 compute dtype: bfloat16 parameters in forward/backward with float32 master "
+        "weights and float32 gradient reduction; auto = bfloat16 on CUDA, none on CPU.",
+    )
+    cpu_offload: bool = Field(
+        False, description="Keep sharded parameters, gradients and optimizer states in CPU memory (FSDP2 "
+        "CPUOffloadPolicy); the optimizer steps on the CPU. For models that do not fit the GPUs.",
+    )
+
+
 class Config(_Section):
     seed: int = Field(42, description="Random seed.")
     output_dir: str = Field("runs/default", description="Where checkpoints and logs go.")
@@ -273,6 +295,7 @@ class Config(_Section):
     rm: RMConfig = Field(default_factory=RMConfig, description="`reinforcepp rm`: Bradley-Terry reward model.")
     ckpt: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints and resume.")
     log: LogConfig = Field(default_factory=LogConfig, description="Metrics and progress display.")
+    dist: DistConfig = Field(default_factory=DistConfig, description="Multi-process training under torchrun.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
 
     @model_validator(mode="after")

@@ -99,12 +99,16 @@ class ValueModel(nn.Module):
         values = self(input_ids, attention_mask, normalize=normalize)  # [B, L]
         return values.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)
 
-    def save_pretrained(self, out_dir: str | Path) -> None:
-        """Write the backbone (HF safetensors), the head and `value_model.json` to `out_dir`."""
+    def save_pretrained(self, out_dir: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the backbone (HF safetensors), the head and `value_model.json` to `out_dir`; ``state_dict``
+        (this module's keys) replaces the module's own tensors, e.g. full weights gathered from shards."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(out_dir)
-        save_file({f"{HEAD_NAME}.weight": self.value_head.weight.detach().contiguous().cpu()}, out_dir / HEAD_FILE)
+        prefix = "backbone."
+        backbone = None if state_dict is None else {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        self.backbone.save_pretrained(out_dir, state_dict=backbone)
+        head = self.value_head.weight if state_dict is None else state_dict[f"{HEAD_NAME}.weight"]
+        save_file({f"{HEAD_NAME}.weight": head.detach().contiguous().cpu()}, out_dir / HEAD_FILE)
         meta = {"head": HEAD_NAME, "hidden_size": self.hidden_size, "mean": self.mean.item(), "std": self.std.item()}
         (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 import torch
+import torch.nn.functional as F
 
 from reinforcepp.rollout import Rollout
+
+from . import dist
 
 
 @dataclass
@@ -56,3 +59,22 @@ class Experience:
             "attention_mask": attention_mask.to(device),
             "position_ids": position_ids.to(device),
         }
+
+
+def gather_experience(exp: Experience) -> Experience:
+    """Every rank's rows, in rank order (ranks hold consecutive blocks of the global batch), on every rank:
+    prompts left-padded and responses right-padded to the widest rank's widths. Without torchrun: ``exp``."""
+    if dist.world_size() == 1:
+        return exp
+    prompt_width, response_width = dist.global_max(torch.tensor([exp.prompt_ids.shape[1], exp.response_ids.shape[1]])).tolist()
+    gathered = {}
+    for f in fields(exp):
+        value = getattr(exp, f.name)
+        if value is None:
+            continue
+        if f.name.startswith("prompt"):
+            value = F.pad(value, (prompt_width - value.shape[1], 0))  # left: the prompt ends where the response starts
+        else:
+            value = F.pad(value, (0, response_width - value.shape[1]))
+        gathered[f.name] = dist.gather_rows(value)
+    return Experience(**gathered)

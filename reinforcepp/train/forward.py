@@ -18,6 +18,25 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def checkpointing(model: torch.nn.Module, enabled: bool):
+    """Turn on activation checkpointing for the forwards inside (``train.gradient_checkpointing``).
+
+    HF checkpoints a layer only when the layer is in training mode, and RL keeps its models in eval mode
+    (no dropout: the updated policy is the one that sampled). So only the layers' own flags are set, not
+    their submodules': dropout stays off.
+    """
+    layers = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False)] if enabled else []
+    saved = [layer.training for layer in layers]
+    for layer in layers:
+        layer.training = True
+    try:
+        yield
+    finally:
+        for layer, mode in zip(layers, saved):
+            layer.training = mode
+
+
 def policy_logprobs(
     model: torch.nn.Module, exp: Experience, temperature: float, *, with_entropy: bool = False,
     chunked: bool = False,

@@ -13,11 +13,12 @@ from reinforcepp.algos import compute_advantages, kl_estimate
 from reinforcepp.config import Config
 from reinforcepp.eval import eval_metrics, run_eval_suite
 from reinforcepp.rewards.format_rewards import overlong_penalty
-from reinforcepp.rollout import Rollout, SamplingParams, TorchEngine
+from reinforcepp.rollout import Rollout, RowStreams, SamplingParams, TorchEngine
 
-from .experience import Experience
+from . import dist, sharding
+from .experience import Experience, gather_experience
 from .forward import critic_values, policy_logprobs
-from .metrics import MetricsLog
+from .metrics import MetricsLog, QuietLog
 from .run import Run, build_run
 from .scoring import drop_unscored
 from .state import refuse_to_overwrite, restore_state, save_final, save_state
@@ -47,8 +48,9 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
     else:
         refuse_to_overwrite(run)
         start = 0
-    run.metrics = MetricsLog(run.run_dir, tensorboard=cfg.log.tensorboard, progress=cfg.log.progress,
-                             total_steps=cfg.train.num_steps, start_step=start)
+    run.metrics = QuietLog() if not dist.is_main() else MetricsLog(
+        run.run_dir, tensorboard=cfg.log.tensorboard, progress=cfg.log.progress,
+        total_steps=cfg.train.num_steps, start_step=start)
     n, algo = cfg.rollout.n_samples_per_prompt, cfg.algo
     try:
         if start == 0 and cfg.train.eval_every and cfg.eval.before_training:
@@ -56,25 +58,35 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
         for step in range(start + 1, cfg.train.num_steps + 1):
             timings: dict[str, float] = {}
             generator = step_generator(cfg.seed, step)
-            step_start = time.perf_counter()
-            # 1. Sample a batch of prompts.
+            step_start, collectives_start = time.perf_counter(), dist.collective_seconds()
+            # 1. Sample a batch of prompts (the same on every rank); each rank takes its block of whole groups.
             prompt_indices, prompts = run.next_prompts()
-            # 2. Roll out n responses per prompt with the current (old) policy.
+            mine = dist.shard_range(len(prompts))
+            local = [prompts[i] for i in mine]
+            # 2. Roll out n responses per prompt with the current (old) policy; each row's randomness comes
+            #    from (seed, step, global prompt position, sample), so any number of ranks samples the same.
             with timed(timings, "rollout"):
-                rollout = run.engine.generate([p.token_ids for p in prompts], run.sampling, n, generator)
+                if run.sharded:
+                    sharding.sync_replica(run.engine.model, run.policy)
+                streams = RowStreams.for_prompts(cfg.seed, step, torch.tensor(list(mine)), n)
+                rollout = run.engine.generate([p.token_ids for p in local], run.sampling, n, streams)
             # 3. Score every response; ReMax also scores a greedy response per prompt as its baseline.
             with timed(timings, "reward"):
-                raw_rewards = run.scorer(prompts, rollout, n)  # NaN: skipped by the reward function
+                raw_rewards = run.scorer(local, rollout, n)  # NaN: skipped by the reward function
                 raw_rewards = raw_rewards + length_penalty(cfg, rollout)
                 exp = Experience.from_rollout(rollout)
                 scored_rewards, exp.response_mask = drop_unscored(raw_rewards, exp.response_mask, n)
-                run.reward_transform.observe(raw_rewards[torch.isfinite(raw_rewards)])
-                rewards = run.reward_transform(scored_rewards)
-                greedy_rewards = greedy_baseline(run, prompts, n) if algo.advantage.estimator == "remax" else None
-            # 4. Experience: log pi_old, log pi_ref, values, per-token KL.
+                greedy_rewards = greedy_baseline(run, local, n) if algo.advantage.estimator == "remax" else None
+            # 4. Experience: log pi_old, log pi_ref, values, per-token KL; then every rank holds the global batch.
             with timed(timings, "experience"):
                 kl_in_reward = algo.kl.placement == "reward" and run.reference is not None
-                exp = make_experience(run, exp, old_logp_source(run, kl_in_reward, len(rewards)), rollout)
+                source = old_logp_source(run, kl_in_reward, cfg.rollout.batch_size * n)
+                exp = gather_experience(make_experience(run, exp, source, rollout))
+                raw_rewards, scored_rewards, finished = map(dist.gather_rows, (raw_rewards, scored_rewards, rollout.finished))
+                run.reward_transform.observe(raw_rewards[torch.isfinite(raw_rewards)])
+                rewards = run.reward_transform(scored_rewards)
+                if greedy_rewards is not None:
+                    greedy_rewards = run.reward_transform(dist.gather_rows(greedy_rewards)).repeat_interleave(n)
                 kl = kl_estimate(exp.old_logp, exp.ref_logp, algo.kl.estimator, clamp=algo.kl.clamp) if kl_in_reward else None
                 # 5. Advantages (REINFORCE++: token returns, then the global batch z-score).
                 exp.advantages, exp.returns = compute_advantages(
@@ -88,8 +100,10 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
                 if run.critic is not None:
                     stats |= update_critic(run.critic, exp, cfg, generator)
             timings["timing/step"] = time.perf_counter() - step_start
+            if dist.initialized():
+                timings["timing/collectives"] = dist.collective_seconds() - collectives_start
             # 7. Log, evaluate, checkpoint.
-            metrics = step_metrics(run, exp, raw_rewards, rollout, n, stats, timings)
+            metrics = step_metrics(run, exp, raw_rewards, finished, n, stats, timings)
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.num_steps):
                 metrics |= evaluate(run)
             run.metrics.log(step, metrics)
@@ -130,6 +144,8 @@ def make_experience(run: Run, exp: Experience, old_logp: str = "forward", rollou
         exp.ref_logp = _in_chunks(lambda mb: policy_logprobs(run.reference, mb, temperature)[0], exp, chunk)
     if run.critic is not None:
         exp.values = _in_chunks(lambda mb: critic_values(run.critic.model, mb), exp, chunk)
+    for model in (run.policy, run.reference, run.critic and run.critic.model):
+        sharding.reshard(model)
     return exp
 
 
@@ -154,18 +170,24 @@ def length_penalty(cfg: Config, rollout) -> torch.Tensor:
 
 
 def greedy_baseline(run: Run, prompts, n: int) -> torch.Tensor:
-    """ReMax's baseline: the reward of the greedy response to each prompt, repeated for its n samples."""
+    """ReMax's baseline: the raw reward of the greedy response to each prompt ([P]; the loop transforms it
+    like the samples' rewards and repeats it for the prompt's n samples)."""
     params = SamplingParams(
         max_new_tokens=run.sampling.max_new_tokens, greedy=True, stop_strings=run.sampling.stop_strings
     )
     greedy = run.engine.generate([p.token_ids for p in prompts], params, 1)
-    return run.reward_transform(run.scorer(prompts, greedy, 1)).repeat_interleave(n)
+    return run.scorer(prompts, greedy, 1)
 
 
 def evaluate(run: Run) -> dict[str, float]:
     """The configured evaluation (greedy; sampled pass@k) on the held-out prompts, and on the first
-    ``eval.train_prompts`` training prompts (prefix eval_train/: the gap shows overfitting)."""
+    ``eval.train_prompts`` training prompts (prefix eval_train/: the gap shows overfitting).
+    Under torchrun rank 0 evaluates alone, on the sampler's replica synced here; the others return {}."""
     cfg = run.cfg
+    if run.sharded:
+        sharding.sync_replica(run.engine.model, run.policy)
+    if not dist.is_main():
+        return {}
     metrics = eval_metrics(cfg, run_eval_suite(cfg, run.engine, run.scorer, run.eval_prompts), run.eval_prompts)
     if cfg.eval.train_prompts:
         seen = run.prompts[: cfg.eval.train_prompts]

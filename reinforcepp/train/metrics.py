@@ -116,3 +116,19 @@ class StepProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class QuietLog:
+    """The metrics log of a rank other than 0 under torchrun: rank 0 alone writes and prints."""
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def log_eval(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def log_prompt_rewards(self, step: int, prompt_indices: list[int], rewards) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

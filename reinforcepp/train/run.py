@@ -15,6 +15,7 @@ from reinforcepp.models import ValueModel, load_causal_lm, load_reference, load_
 from reinforcepp.rewards import RewardTransform, load_reward_function
 from reinforcepp.rollout import RolloutEngine, SamplingParams, TorchEngine
 
+from . import dist, sharding
 from .metrics import MetricsLog
 from .optim import build_optimizer
 from .scoring import Scorer
@@ -42,9 +43,10 @@ class Run:
     reward_transform: RewardTransform
     skipped_prompts: int
     metrics: MetricsLog | None = None
+    sharded: bool = False  # FSDP2 under torchrun: the engine samples from a replica synced each step
 
     def next_prompts(self) -> tuple[list[int], list[Prompt]]:
-        """The next rollout batch: (indices into the training prompts, the prompts)."""
+        """The next rollout batch, the same on every rank: (indices into the training prompts, the prompts)."""
         indices = self.sampler.next_indices(self.cfg.rollout.batch_size)
         return indices, [self.prompts[i] for i in indices]
 
@@ -84,6 +86,24 @@ def build_scorer(cfg: Config, tokenizer, device: torch.device) -> Scorer:
                   timeout=cfg.reward.timeout, normalize_with_model=cfg.reward.normalize == "model")
 
 
+def check_world_size(cfg: Config, world: int, num_prompts: int | None = None) -> None:
+    """Under torchrun each rank rolls out an equal block of whole prompt groups and takes an equal share of
+    every mini-batch (equal shares keep the ranks' sharded forwards in step)."""
+    if world == 1:
+        return
+    problems = []
+    if cfg.rollout.batch_size % world:
+        problems.append(f"rollout.batch_size: {cfg.rollout.batch_size} prompts per step cannot be split over "
+                        f"{world} ranks; use a multiple of {world}")
+    if cfg.train.batch_size % world:
+        problems.append(f"train.batch_size: {cfg.train.batch_size} samples per optimizer step cannot be split "
+                        f"over {world} ranks; use a multiple of {world}")
+    if num_prompts is not None and num_prompts < world:
+        problems.append(f"data.prompts: {num_prompts} prompts for {world} ranks; each rank needs at least one")
+    if problems:
+        raise ConfigError(*problems)
+
+
 def optimizer_steps_per_run(cfg: Config) -> int:
     samples = cfg.rollout.batch_size * cfg.rollout.n_samples_per_prompt
     return cfg.train.num_steps * cfg.train.epochs * (samples // cfg.train.batch_size)
@@ -91,51 +111,87 @@ def optimizer_steps_per_run(cfg: Config) -> int:
 
 def build_run(cfg: Config) -> Run:
     """Load and build everything ``train`` needs. Models: the policy in fp32 (bf16 autocast on GPU);
-    the frozen reference only when a KL term is used; the critic only for PPO."""
+    the frozen reference only when a KL term is used; the critic only for PPO. Under torchrun each
+    model is sharded with FSDP2 (:mod:`.sharding`) before its optimizer is built."""
     check_sources(cfg)
+    check_world_size(cfg, dist.world_size())
     transformers.utils.logging.disable_progress_bar()  # our bar is the one to watch
-    device = resolve_device(cfg.device)
+    device = run_device(cfg)
+    dist.init(device, cfg.dist.timeout_s)
+    sharded = dist.initialized()
     m = cfg.model
     tokenizer = load_tokenizer(m.policy, gguf_file=m.gguf_file, trust_remote_code=m.trust_remote_code)
+    prompts, skipped = load_prompts(cfg.data.prompts, cfg, tokenizer, limit=cfg.data.max_prompts)
+    check_world_size(cfg, dist.world_size(), len(prompts))
+    eval_prompts, _ = load_prompts(cfg.data.eval_prompts, cfg, tokenizer)
     policy_dtype = "float32" if m.dtype == "auto" else m.dtype
     policy = load_causal_lm(m.policy, dtype=policy_dtype, device=device, gguf_file=m.gguf_file,
                             trust_remote_code=m.trust_remote_code)
+    replica = sharding.rollout_replica(policy, cfg, device) if sharded else None
     reference = None
     if cfg.algo.kl.coef > 0:
         ref_path = m.reference or m.policy
         reference = load_reference(ref_path, dtype=m.dtype, device=device,
                                    gguf_file=m.gguf_file if ref_path == m.policy else None,
                                    trust_remote_code=m.trust_remote_code)
+    critic_model = None
+    if cfg.critic.enabled:
+        # The paper initializes PPO's critic from the reward model; from the policy when the reward is a rule.
+        critic_path = m.critic or m.reward_model or m.policy
+        torch.manual_seed(cfg.seed)  # a fresh value head: the same on every rank and in every run of the config
+        critic_model = ValueModel.from_pretrained(critic_path, dtype=policy_dtype, device=device)
+    if cfg.train.gradient_checkpointing:
+        for model in (policy, critic_model):
+            enable_gradient_checkpointing(model)
+    if sharded:
+        for model in (policy, reference, critic_model):
+            if model is not None:
+                sharding.shard(model, cfg, device)
     total_updates = optimizer_steps_per_run(cfg)
     actor = Optimization(policy, *build_optimizer(policy, cfg.actor.optim, total_updates),
                          cfg.actor.optim.max_grad_norm)
     critic = None
-    if cfg.critic.enabled:
-        # The paper initializes PPO's critic from the reward model; from the policy when the reward is a rule.
-        critic_path = m.critic or m.reward_model or m.policy
-        critic_model = ValueModel.from_pretrained(critic_path, dtype=policy_dtype, device=device)
+    if critic_model is not None:
         critic = Optimization(critic_model, *build_optimizer(critic_model, cfg.critic.optim, total_updates),
                               cfg.critic.optim.max_grad_norm)
 
-    prompts, skipped = load_prompts(cfg.data.prompts, cfg, tokenizer, limit=cfg.data.max_prompts)
-    eval_prompts, _ = load_prompts(cfg.data.eval_prompts, cfg, tokenizer)
     r = cfg.rollout
     sampling = SamplingParams(
         max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
         stop_strings=tuple(r.stop_strings), min_new_tokens=r.min_new_tokens,
     )
     run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    dist.barrier()
     return Run(
         cfg=cfg, run_dir=run_dir, device=device, tokenizer=tokenizer, policy=policy, reference=reference,
-        actor=actor, critic=critic, engine=_build_engine(cfg, policy, tokenizer), sampling=sampling,
+        actor=actor, critic=critic, engine=_build_engine(cfg, replica or policy, tokenizer), sampling=sampling,
         prompts=prompts, eval_prompts=eval_prompts, sampler=PromptSampler(len(prompts), cfg.seed, cfg.data.shuffle),
         scorer=build_scorer(cfg, tokenizer, device),
         reward_transform=RewardTransform(cfg.reward.normalize, cfg.reward.mean, cfg.reward.std,
                                          cfg.reward.clip, cfg.reward.scale),
-        skipped_prompts=skipped,
+        skipped_prompts=skipped, sharded=sharded,
     )
+
+
+def run_device(cfg: Config) -> torch.device:
+    """The run's device; under torchrun on GPUs, each rank's own (LOCAL_RANK)."""
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and dist.launched():
+        device = torch.device("cuda", dist.local_rank())
+        torch.cuda.set_device(device)
+    return device
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module | None) -> None:
+    """HF's per-layer activation checkpointing, non-reentrant (works with FSDP2 and frozen inputs); the
+    update switches it on around its forward (:func:`.forward.checkpointing`)."""
+    if model is None:
+        return
+    target = getattr(model, "backbone", model)  # a ValueModel checkpoints its transformer
+    target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _build_engine(cfg: Config, policy: torch.nn.Module, tokenizer) -> RolloutEngine:

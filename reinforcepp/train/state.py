@@ -18,6 +18,7 @@ from .checkpoint import (
     save_checkpoint,
     save_hf_model,
 )
+from . import dist, sharded_checkpoint, sharding
 from .run import Run
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,24 @@ def _parts(run: Run) -> tuple[dict, dict]:
     return modules, objects
 
 
+def _trainables(run: Run) -> dict:
+    out = {"policy": (run.policy, run.actor.optimizer)}
+    if run.critic is not None:
+        out["critic"] = (run.critic.model, run.critic.optimizer)
+    return out
+
+
+def _small_objects(run: Run) -> dict:
+    """What a sharded checkpoint keeps besides models and optimizers (the same on every rank)."""
+    _, objects = _parts(run)
+    return {k: v for k, v in objects.items() if not k.endswith("_optimizer")}
+
+
 def save_state(run: Run, step: int) -> Path:
+    if run.sharded:
+        objects = {**_small_objects(run), "rng": _RngState()}
+        return sharded_checkpoint.save_sharded(run.run_dir / CHECKPOINTS, step, _trainables(run), objects,
+                                               keep=run.cfg.ckpt.keep)
     modules, objects = _parts(run)
     state = CheckpointState(modules=modules, objects={**objects, "rng": capture_rng_state()}, meta={"step": step})
     # overwrite: a resumed run rewrites the checkpoints after the one it resumed from
@@ -66,11 +84,31 @@ def restore_state(run: Run) -> int:
     if path is None:
         log.info("ckpt.resume: no checkpoint in %s yet; starting from step 0", run.run_dir / CHECKPOINTS)
         return 0
-    modules, objects = _parts(run)
-    loaded = load_checkpoint(path, modules=modules, objects=objects, map_location="cpu")
-    restore_rng_state(loaded.objects["rng"])
-    log.info("resumed from %s (step %d)", path, loaded.step)
-    return loaded.step
+    if sharded_checkpoint.is_sharded(path):  # written under torchrun: any number of ranks reads it
+        step = sharded_checkpoint.load_sharded(path, _trainables(run), {**_small_objects(run), "rng": _RngState()})
+    elif run.sharded:  # a one-process checkpoint resumed under torchrun
+        sharded_checkpoint.load_full_into_sharded(path, _trainables(run),
+                                                  {"policy": "actor_optimizer", "critic": "critic_optimizer"})
+        loaded = load_checkpoint(path, objects=_small_objects(run), map_location="cpu")
+        restore_rng_state(loaded.objects["rng"])
+        step = loaded.step
+    else:
+        modules, objects = _parts(run)
+        loaded = load_checkpoint(path, modules=modules, objects=objects, map_location="cpu")
+        restore_rng_state(loaded.objects["rng"])
+        step = loaded.step
+    log.info("resumed from %s (step %d)", path, step)
+    return step
+
+
+class _RngState:
+    """The process's RNG states as a stateful object (a sharded checkpoint stores state dicts only)."""
+
+    def state_dict(self) -> dict:
+        return capture_rng_state()
+
+    def load_state_dict(self, state: dict) -> None:
+        restore_rng_state(state)
 
 
 def refuse_to_overwrite(run: Run) -> None:
@@ -83,8 +121,14 @@ def refuse_to_overwrite(run: Run) -> None:
 
 
 def save_final(run: Run) -> Path:
-    """The final policy as a Hugging Face model (safetensors + tokenizer); the critic beside it for PPO."""
-    final = save_hf_model(run.policy, run.tokenizer, run.run_dir / "final", overwrite=True)
-    if run.critic is not None:
-        run.critic.model.save_pretrained(run.run_dir / "final_critic")
+    """The final policy as a Hugging Face model (safetensors + tokenizer); the critic beside it for PPO.
+    Under torchrun the full weights are gathered to rank 0, which alone writes (atomically)."""
+    final = run.run_dir / "final"
+    policy = sharding.export_copy(run.engine.model, run.policy) if run.sharded else run.policy
+    critic_state = sharding.full_state_dict(run.critic.model) if run.sharded and run.critic is not None else None
+    if dist.is_main():
+        save_hf_model(policy, run.tokenizer, final, overwrite=True)
+        if run.critic is not None:
+            run.critic.model.save_pretrained(run.run_dir / "final_critic", state_dict=critic_state)
+    dist.barrier()
     return final

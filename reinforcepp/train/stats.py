@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from reinforcepp.algos import kl_estimate, masked_mean, masked_var
-from reinforcepp.rollout import Rollout
-
+from . import dist
 from .experience import Experience
 
 
@@ -27,8 +26,27 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, rollout: Rollout, n: int,
+def model_state_mb(run) -> float:
+    """MiB of trained weights and optimizer states this rank holds (its shards under FSDP2), and gradients if any
+    (the update frees them after each optimizer step)."""
+    def local_bytes(t: torch.Tensor) -> int:
+        t = t.to_local() if hasattr(t, "to_local") else t
+        return t.numel() * t.element_size()
+
+    total = 0
+    for opt in (run.actor, run.critic):
+        if opt is None:
+            continue
+        for p in opt.model.parameters():
+            total += local_bytes(p) + (local_bytes(p.grad) if p.grad is not None else 0)
+        for state in opt.optimizer.state.values():
+            total += sum(local_bytes(v) for v in state.values() if torch.is_tensor(v) and v.dim() > 0)
+    return total / 2**20
+
+
+def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, finished: torch.Tensor, n: int,
                  update_stats: dict[str, float], timings: dict[str, float]) -> dict[str, float]:
+    """The step's metrics over the global batch (exp, raw_rewards [B], finished [B]: every rank's rows)."""
     mask = exp.response_mask
     lengths = mask.sum(dim=1).double()
     out = {
@@ -36,7 +54,7 @@ def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, rollout: Rollo
         "reward/skipped": float((~torch.isfinite(raw_rewards)).sum()),
         "response_length/mean": lengths.mean().item(),
         "response_length/max": lengths.max().item(),
-        "response_length/clip_ratio": (~rollout.finished).double().mean().item(),  # cut at max_new_tokens
+        "response_length/clip_ratio": (~finished).double().mean().item(),  # cut at max_new_tokens
         "advantages/mean": masked_mean(exp.advantages, mask).item(),
         "advantages/std": masked_var(exp.advantages, mask).sqrt().item(),
         "returns/mean": masked_mean(exp.returns, mask).item(),
@@ -56,7 +74,9 @@ def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, rollout: Rollo
     generated = mask.sum().item()
     out["perf/tokens_per_s"] = generated / timings["timing/step"]
     out["perf/rollout_tokens_per_s"] = generated / timings["timing/rollout"]
-    out["perf/peak_rss_mb"] = peak_rss_mb()
+    out["perf/model_state_mb"] = dist.global_max(torch.tensor(model_state_mb(run))).item()
+    # the largest rank's peak: the one that decides whether a run fits
+    out["perf/peak_rss_mb"] = dist.global_max(torch.tensor(peak_rss_mb())).item()
     if torch.cuda.is_available():
-        out["perf/peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["perf/peak_gpu_mb"] = dist.global_max(torch.tensor(torch.cuda.max_memory_allocated() / 2**20)).item()
     return {**out, **update_stats, **timings}

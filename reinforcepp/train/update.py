@@ -3,6 +3,11 @@
 Each optimizer step's loss is normalized by the step's *global* token and sequence counts, passed to
 every micro-batch, so the accumulated gradient is exactly the mini-batch's gradient whatever the
 micro-batch size (tests/train/test_update.py).
+
+Data parallel (torchrun): every rank holds the whole step's experience (gathered after the experience
+passes), draws the same shuffled mini-batches, and computes the rows of its own equal share of each; the
+gradients of the shares add up to the mini-batch's gradient, so the step does not depend on the number of
+ranks (tests/train/test_distributed.py).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from reinforcepp.config import Config
 
 from . import dist
 from .experience import Experience
-from .forward import critic_values, policy_logprobs
+from .forward import checkpointing, critic_values, policy_logprobs
 from .optim import clip_and_step
 
 
@@ -40,10 +45,16 @@ def optimizer_steps(cfg: Config, num_sequences: int, generator: torch.Generator)
 
 
 def _step(opt: Optimization, micro_losses: Callable[[Experience], torch.Tensor], exp: Experience,
-          rows: torch.Tensor, micro_batch_size: int) -> torch.Tensor:
-    """Accumulate gradients over micro-batches of ``rows``, clip, step. Returns the grad norm."""
-    for micro in rows.split(micro_batch_size):
-        micro_losses(exp.rows(micro), micro).backward()
+          rows: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """Accumulate gradients over micro-batches of this rank's share of ``rows``, clip, step. Returns the
+    grad norm (of the whole mini-batch's gradient)."""
+    # FSDP averages the ranks' gradients; the sum is the mini-batch's gradient, so scale by the world size
+    scale = dist.world_size()
+    share = rows[list(dist.shard_range(len(rows)))]
+    with checkpointing(opt.model, cfg.train.gradient_checkpointing):
+        for micro in share.split(cfg.train.micro_batch_size):
+            loss = micro_losses(exp.rows(micro), micro)
+            (loss * scale if scale > 1 else loss).backward()
     return clip_and_step(opt.model, opt.optimizer, opt.scheduler, opt.max_grad_norm)
 
 
@@ -59,7 +70,20 @@ class _Meter:
         self.weights[name] += weight
 
     def means(self) -> dict[str, float]:
-        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
+        """The averages over every rank's additions (each rank adds for its own rows)."""
+        names = sorted(self.sums)
+        totals = dist.global_sum(torch.tensor([[self.sums[k], self.weights[k]] for k in names], dtype=torch.float64))
+        return {k: float(s / w) for k, (s, w) in zip(names, totals.tolist()) if w > 0}
+
+    def add_share(self, name: str, value: torch.Tensor | float) -> None:
+        """This rank's share of a per-step total (a mini-batch's loss: the sum of the ranks' shares)."""
+        self.add(name, value, 1.0 if dist.is_main() else 0.0)
+        if not dist.is_main():
+            self.sums[name] += float(value)
+
+    def add_whole(self, name: str, value: torch.Tensor | float) -> None:
+        """A per-step value every rank already holds whole (the grad norm): counted once."""
+        self.add(name, value, 1.0 if dist.is_main() else 0.0)
 
 
 def single_pass(cfg: Config, num_sequences: int) -> bool:
@@ -87,8 +111,8 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, generator: tor
     for rows in optimizer_steps(cfg, exp.response_ids.shape[0], generator):
         norm = {
             "agg": loss_cfg.agg,
-            "num_tokens": dist.global_sum(exp.response_mask[rows].sum().float()),
-            "num_seqs": dist.global_sum(torch.tensor(float(len(rows)))),
+            "num_tokens": exp.response_mask[rows].sum().float(),  # rows: the whole mini-batch, every rank's share
+            "num_seqs": torch.tensor(float(len(rows))),
             "token_norm": token_norm,
         }
         step_loss = defaultdict(float)  # summed over micro-batches: the mini-batch's loss terms
@@ -121,9 +145,11 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, generator: tor
                 loss = loss - loss_cfg.entropy_coef * aggregate(entropy, mask, **norm)
             return loss
 
-        meter.add("actor/grad_norm", _step(opt, micro_losses, exp, rows, cfg.train.micro_batch_size))
+        meter.add_whole("actor/grad_norm", _step(opt, micro_losses, exp, rows, cfg))
         for name, value in step_loss.items():
-            meter.add(name, value)
+            meter.add_share(name, value)
+    if old_from_forward:  # each rank filled the rows of its share (zeros elsewhere)
+        exp.old_logp = dist.global_sum(exp.old_logp)
     return {**meter.means(), "actor/lr": opt.scheduler.get_last_lr()[0]}
 
 
@@ -131,7 +157,7 @@ def update_critic(opt: Optimization, exp: Experience, cfg: Config, generator: to
     """Clipped value-loss regression of the critic onto the returns (PPO's critic)."""
     meter = _Meter()
     for rows in optimizer_steps(cfg, exp.response_ids.shape[0], generator):
-        num_tokens = dist.global_sum(exp.response_mask[rows].sum().float())
+        num_tokens = exp.response_mask[rows].sum().float()
         step_loss = defaultdict(float)
 
         def micro_losses(mb: Experience, micro: torch.Tensor) -> torch.Tensor:
@@ -146,6 +172,6 @@ def update_critic(opt: Optimization, exp: Experience, cfg: Config, generator: to
             meter.add("critic/value_clip_frac", stats["value_clip_frac"], float(mask.sum()))
             return loss
 
-        meter.add("critic/grad_norm", _step(opt, micro_losses, exp, rows, cfg.train.micro_batch_size))
-        meter.add("critic/value_loss", step_loss["critic/value_loss"])
+        meter.add_whole("critic/grad_norm", _step(opt, micro_losses, exp, rows, cfg))
+        meter.add_share("critic/value_loss", step_loss["critic/value_loss"])
     return {**meter.means(), "critic/lr": opt.scheduler.get_last_lr()[0]}

@@ -190,9 +190,14 @@ def test_the_overlong_penalty_lowers_the_reward_of_long_responses(make_config, t
     ("grpo", ("train.batch_size=16", "train.micro_batch_size=4")),  # one mini-batch: recompute = the update's forward
 ])
 def test_old_logprobs_from_the_sampler_train_the_same_model(preset, extra, make_config, tmp_path):
+    # rewards that differ between samples: with all rewards 0 (a toy reward's first steps can be) the
+    # z-score would blow the two sources' float noise (~1e-7) up to unit advantages
+    reward = tmp_path / "varied.py"
+    reward.write_text("def reward_func(prompts, completions, **kwargs):\n"
+                      "    return [float(sum(map(ord, c)) % 7) for c in completions]\n")
     finals = {}
     for source in ("recompute", "rollout"):
-        cfg = make_config(CONFIGS / f"{preset}.yaml", *extra, f"train.old_logprobs={source}",
+        cfg = make_config(CONFIGS / f"{preset}.yaml", *extra, f"reward.function={reward}", f"train.old_logprobs={source}",
                           f"output_dir={tmp_path / source}")
         finals[source] = _final_weights(train(cfg))
     start = _final_weights(Path(cfg.model.policy))
