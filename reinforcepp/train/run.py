@@ -90,8 +90,8 @@ def optimizer_steps_per_run(cfg: Config) -> int:
 
 
 def build_run(cfg: Config) -> Run:
-    """Load and build everything ``train`` needs. Models: the policy in fp32 (bf16 autocast on GPU);
-    the frozen reference only when a KL term is used; the critic only for PPO."""
+    """Load and build everything ``train`` needs. Models: the policy in fp32 (bf16 autocast on GPU); the frozen
+    reference, in the policy's dtype, only when a KL term is used; the critic only for PPO."""
     check_sources(cfg)
     transformers.utils.logging.disable_progress_bar()  # our bar is the one to watch
     device = resolve_device(cfg.device)
@@ -103,7 +103,9 @@ def build_run(cfg: Config) -> Run:
     reference = None
     if cfg.algo.kl.coef > 0:
         ref_path = m.reference or m.policy
-        reference = load_reference(ref_path, dtype=m.dtype, device=device,
+        # in the policy's dtype (and autocast) the reference computes as the policy: KL 0 at step 0
+        reference_dtype = policy_dtype if m.reference_dtype == "auto" else m.reference_dtype
+        reference = load_reference(ref_path, dtype=reference_dtype, device=device,
                                    gguf_file=m.gguf_file if ref_path == m.policy else None,
                                    trust_remote_code=m.trust_remote_code)
     total_updates = optimizer_steps_per_run(cfg)
