@@ -17,6 +17,7 @@ def cross_field_problems(cfg: Config) -> list[str]:
         *_batch_divisibility(cfg),
         *_kl_placement(cfg),
         *_critic_usage(cfg),
+        *_reference_dtype(cfg),
         *_unused_settings(cfg),
     ]
 
@@ -86,6 +87,20 @@ def _critic_usage(cfg: Config) -> list[str]:
         return [
             f"critic.enabled: true, but algo.advantage.estimator={estimator!r} never reads a critic "
             "(only 'gae' does); set critic.enabled=false or use gae"
+        ]
+    return []
+
+
+def _reference_dtype(cfg: Config) -> list[str]:
+    m = cfg.model
+    if m.reference_dtype == "auto":
+        return []
+    if cfg.algo.kl.coef == 0:
+        return [f"model.reference_dtype: {m.reference_dtype!r}, but algo.kl.coef = 0 loads no reference; remove it"]
+    if m.reference_dtype == "float32" and m.dtype == "bfloat16":
+        return [
+            "model.reference_dtype: 'float32' with model.dtype='bfloat16' takes twice the policy's memory and still "
+            "does not compute as the bfloat16 policy (the KL is not 0 at step 0); use 'auto' (the policy's dtype)"
         ]
     return []
 

@@ -37,7 +37,16 @@ class ModelConfig(_Section):
     reward_model: str | None = Field(None, description="Reward model: HF hub id or local directory.")
     gguf_file: str | None = Field(None, description="GGUF file inside the policy repo/dir to load from.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Weights dtype; auto = float32 on CPU, bfloat16 on GPU."
+        "auto",
+        description="Weights dtype of the policy and critic (auto = float32: master weights, see train.autocast) "
+        "and of the reward model (auto = float32 on CPU, bfloat16 on GPU).",
+    )
+    reference_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Weights dtype of the KL reference. auto = the policy's, run under the same train.autocast: "
+        "it computes exactly as the policy, so the KL is 0 at step 0. 'bfloat16' with a float32 policy halves "
+        "the reference's memory, but its forward (norms and residuals in bf16) is not the policy's: the KL is "
+        "then not exactly 0 at step 0.",
     )
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
 
@@ -183,12 +192,19 @@ class TrainConfig(_Section):
     epochs: PositiveInt = Field(1, description="Passes over each RL step's samples.")
     num_steps: PositiveInt = Field(100, description="RL steps to run.")
     eval_every: NonNegativeInt = Field(0, description="Evaluate on data.eval_prompts every N steps; 0 = off.")
+    autocast: Literal["auto", "bfloat16", "none"] = Field(
+        "auto",
+        description="Autocast of the trainer's forward passes (update, log pi_old, reference, critic): "
+        "'bfloat16' = bf16 matmuls over the weights' dtype, 'none' = the weights' dtype alone, 'auto' = bfloat16 "
+        "on CUDA, none on CPU (where bf16 matmuls are slow). The sampler never autocasts.",
+    )
     old_logprobs: Literal["auto", "recompute", "rollout"] = Field(
         "auto",
         description="log pi_old: 'rollout' = the sampler's own log-probs (no forward pass; exact only when the "
-        "sampler runs the policy's weights at the training precision), 'recompute' = a forward pass (or the "
+        "sampler computes as the update does: float32 weights, no train.autocast; otherwise the PPO ratio is "
+        "not 1 on the first mini-batch), 'recompute' = a forward pass with the update's numerics (or the "
         "update's own forward when it is one epoch of one mini-batch and the reward has no KL term), 'auto' = "
-        "'rollout' for the in-process torch engine on a float32 policy, else 'recompute'.",
+        "'rollout' for the in-process torch engine on a float32 policy without autocast, else 'recompute'.",
     )
     chunked_logprobs: bool = Field(
         False,

@@ -11,11 +11,22 @@ from reinforcepp.algos import entropy_from_logits, head_logprobs, token_logprobs
 from .experience import Experience
 
 
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (fp32 master weights); plain fp32 on CPU, where bf16 matmuls are slow."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    """The dtype ``train.autocast`` runs the trainer's forward passes in on ``device``; None: no autocast (the
+    weights' own dtype). "auto" is bf16 on CUDA (over fp32 master weights) and none on CPU, where bf16 matmuls
+    are slow. The one place that decides the numerics of the update, log pi_old, the reference and the critic."""
+    if setting == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if setting == "none":
+        return None
+    if setting == "bfloat16":
+        return torch.bfloat16
+    raise ValueError(f"train.autocast: expected 'auto', 'bfloat16' or 'none', got {setting!r}")
+
+
+def autocast_for(device: torch.device, setting: str = "auto") -> contextlib.AbstractContextManager:
+    dtype = autocast_dtype(setting, device)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -39,7 +50,7 @@ def checkpointing(model: torch.nn.Module, enabled: bool):
 
 def policy_logprobs(
     model: torch.nn.Module, exp: Experience, temperature: float, *, with_entropy: bool = False,
-    chunked: bool = False,
+    chunked: bool = False, autocast: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(o_t | prompt, o_<t) / temperature-scaled, for every response position.
 
@@ -47,7 +58,8 @@ def policy_logprobs(
     old-policy passes), or with ``chunked``, a Llama-family model (logits exactly ``lm_head(h)``) runs its
     LM head in row chunks fused with the log-softmax (:func:`head_logprobs`): no [B, T, V] logits in
     memory. Otherwise the model's own forward with ``logits_to_keep`` gives the logits.
-    Entropy is that of the sampling distribution softmax(z / temperature).
+    Entropy is that of the sampling distribution softmax(z / temperature). ``autocast``: train.autocast
+    (:func:`autocast_dtype`).
 
     Shapes: -> (logp [B, T] float32, entropy [B, T] float32 or None), on the model's device.
     """
@@ -55,7 +67,7 @@ def policy_logprobs(
     B, T = exp.response_ids.shape
     tokens = exp.response_ids.to(device)
     head = plain_lm_head(model) if chunked or not torch.is_grad_enabled() else None
-    with autocast_for(device):
+    with autocast_for(device, autocast):
         if head is not None:
             hidden = model.model(**exp.model_inputs(device), use_cache=False).last_hidden_state
             hidden = hidden[:, -T - 1 : -1].reshape(B * T, hidden.shape[-1])  # position Lp - 1 + t predicts token t
@@ -88,11 +100,11 @@ def plain_lm_head(model: torch.nn.Module) -> torch.nn.Linear | None:
     return head
 
 
-def critic_values(critic: torch.nn.Module, exp: Experience) -> torch.Tensor:
+def critic_values(critic: torch.nn.Module, exp: Experience, *, autocast: str = "auto") -> torch.Tensor:
     """V_t: the critic's value of the state before response token t. Shapes: -> [B, T] float32."""
     device = next(critic.parameters()).device
     T = exp.response_ids.shape[1]
     inputs = exp.model_inputs(device)
-    with autocast_for(device):
+    with autocast_for(device, autocast):
         values = critic(**inputs)  # [B, Lp + T]
     return values[:, -T - 1 : -1].float()

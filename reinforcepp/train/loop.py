@@ -13,17 +13,17 @@ from reinforcepp.algos import compute_advantages, kl_estimate
 from reinforcepp.config import Config
 from reinforcepp.eval import eval_metrics, run_eval_suite
 from reinforcepp.rewards.format_rewards import overlong_penalty
-from reinforcepp.rollout import Rollout, RowStreams, SamplingParams, TorchEngine
+from reinforcepp.rollout import RowStreams, SamplingParams, TorchEngine
 
 from . import dist, sharding
 from .experience import Experience, gather_experience
-from .forward import critic_values, policy_logprobs
+from .forward import autocast_dtype, critic_values, policy_logprobs
 from .metrics import MetricsLog, QuietLog
 from .run import Run, build_run
 from .scoring import drop_unscored
 from .state import refuse_to_overwrite, restore_state, save_final, save_state
 from .stats import step_metrics
-from .update import single_pass, update_actor, update_critic
+from .update import rank_micro_batches, shuffled_orders, single_pass, update_actor, update_critic
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -77,16 +77,24 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
                 exp = Experience.from_rollout(rollout)
                 scored_rewards, exp.response_mask = drop_unscored(raw_rewards, exp.response_mask, n)
                 greedy_rewards = greedy_baseline(run, local, n) if algo.advantage.estimator == "remax" else None
-            # 4. Experience: log pi_old, log pi_ref, values, per-token KL; then every rank holds the global batch.
+            # 4. Experience: every rank gathers the global batch, then log pi_old, log pi_ref, values and the
+            #    per-token KL, each rank computing the rows of its share of the update's first-epoch micro-batches.
             with timed(timings, "experience"):
                 kl_in_reward = algo.kl.placement == "reward" and run.reference is not None
                 source = old_logp_source(run, kl_in_reward, cfg.rollout.batch_size * n)
-                exp = gather_experience(make_experience(run, exp, source, rollout))
+                if source == "rollout":
+                    exp.old_logp = rollout.logprobs.float() * exp.response_mask
+                exp = gather_experience(exp)
                 raw_rewards, scored_rewards, finished = map(dist.gather_rows, (raw_rewards, scored_rewards, rollout.finished))
                 run.reward_transform.observe(raw_rewards[torch.isfinite(raw_rewards)])
                 rewards = run.reward_transform(scored_rewards)
                 if greedy_rewards is not None:
                     greedy_rewards = run.reward_transform(dist.gather_rows(greedy_rewards)).repeat_interleave(n)
+                # the update's shuffles, drawn first: these passes then batch rows as its first epoch does
+                actor_orders = shuffled_orders(cfg, len(rewards), generator)
+                critic_orders = shuffled_orders(cfg, len(rewards), generator) if run.critic is not None else None
+                exp = make_experience(run, exp, source, policy_order=actor_orders[0],
+                                      critic_order=None if critic_orders is None else critic_orders[0])
                 kl = kl_estimate(exp.old_logp, exp.ref_logp, algo.kl.estimator, clamp=algo.kl.clamp) if kl_in_reward else None
                 # 5. Advantages (REINFORCE++: token returns, then the global batch z-score).
                 exp.advantages, exp.returns = compute_advantages(
@@ -96,9 +104,9 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
                 )
             # 6. Update: PPO-clip epochs over shuffled mini-batches (and the critic for PPO).
             with timed(timings, "update"):
-                stats = update_actor(run.actor, exp, cfg, generator)
+                stats = update_actor(run.actor, exp, cfg, actor_orders)
                 if run.critic is not None:
-                    stats |= update_critic(run.critic, exp, cfg, generator)
+                    stats |= update_critic(run.critic, exp, cfg, critic_orders)
             timings["timing/step"] = time.perf_counter() - step_start
             if dist.initialized():
                 timings["timing/collectives"] = dist.collective_seconds() - collectives_start
@@ -120,43 +128,66 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
 
 def old_logp_source(run: Run, kl_in_reward: bool, num_sequences: int) -> str:
     """Where log pi_old comes from: "rollout" (the sampler's log-probs), "forward" (a no-grad pass here) or
-    "update" (the update's own forward: one epoch of one mini-batch, and no KL in the reward to compute first)."""
+    "update" (the update's own forward: one epoch of one mini-batch, and no KL in the reward to compute first).
+    "forward" and "update" run the update's numerics (train.autocast), so the first mini-batch's ratio is 1."""
     source = run.cfg.train.old_logprobs
     if source == "auto":
-        exact = isinstance(run.engine, TorchEngine) and run.engine.model is run.policy
-        exact = exact and next(run.policy.parameters()).dtype == torch.float32
-        source = "rollout" if exact else "recompute"
+        source = "rollout" if sampler_matches_update(run) else "recompute"
     if source == "rollout":
         return "rollout"
     return "forward" if kl_in_reward or not single_pass(run.cfg, num_sequences) else "update"
 
 
+def sampler_matches_update(run: Run) -> bool:
+    """The sampler's log-probs are the update's (to float rounding): the in-process engine runs the policy
+    itself, in float32, and the update does not autocast (the sampler never does)."""
+    weight = next(run.policy.parameters())
+    same_model = isinstance(run.engine, TorchEngine) and run.engine.model is run.policy
+    no_autocast = autocast_dtype(run.cfg.train.autocast, weight.device) is None
+    return same_model and weight.dtype == torch.float32 and no_autocast
+
+
 @torch.no_grad()
-def make_experience(run: Run, exp: Experience, old_logp: str = "forward", rollout: Rollout | None = None) -> Experience:
-    """Old log-probs (see :func:`old_logp_source`; "update" leaves them to the update), then forward passes in
-    micro-batches without gradients: reference log-probs, values."""
-    chunk, temperature = run.cfg.train.micro_batch_size, run.cfg.rollout.temperature
-    if old_logp == "rollout":
-        exp.old_logp = rollout.logprobs.float() * exp.response_mask
-    elif old_logp == "forward":
-        exp.old_logp = _in_chunks(lambda mb: policy_logprobs(run.policy, mb, temperature)[0], exp, chunk)
+def make_experience(run: Run, exp: Experience, old_logp: str = "forward", *, policy_order: torch.Tensor | None = None,
+                    critic_order: torch.Tensor | None = None) -> Experience:
+    """Forward passes without gradients over the global batch: log pi_old when ``old_logp`` is "forward" (see
+    :func:`old_logp_source`; "rollout" set it already, "update" leaves it to the update), log pi_ref, values.
+
+    Each pass computes as the update's first epoch does: the same autocast, and the same micro-batches (rows in
+    ``policy_order`` / ``critic_order``, the update's first shuffle, else in row order; under torchrun each rank
+    its share of them), since a row's numbers depend on its batch's padded shape. So, with deterministic kernels,
+    the first mini-batch's PPO ratio is exactly 1, and a reference in the policy's dtype
+    (model.reference_dtype=auto) gives log pi_ref = log pi_old at step 0.
+    """
+    temperature, autocast = run.cfg.rollout.temperature, run.cfg.train.autocast
+
+    def logprobs(model: torch.nn.Module) -> Callable[[Experience], torch.Tensor]:
+        return lambda mb: policy_logprobs(model, mb, temperature, autocast=autocast)[0]
+
+    if old_logp == "forward":
+        exp.old_logp = _in_micro_batches(logprobs(run.policy), exp, policy_order, run.cfg)
     if run.reference is not None:
-        exp.ref_logp = _in_chunks(lambda mb: policy_logprobs(run.reference, mb, temperature)[0], exp, chunk)
+        exp.ref_logp = _in_micro_batches(logprobs(run.reference), exp, policy_order, run.cfg)
     if run.critic is not None:
-        exp.values = _in_chunks(lambda mb: critic_values(run.critic.model, mb), exp, chunk)
+        exp.values = _in_micro_batches(lambda mb: critic_values(run.critic.model, mb, autocast=autocast), exp,
+                                       critic_order, run.cfg)
     for model in (run.policy, run.reference, run.critic and run.critic.model):
         sharding.reshard(model)
     return exp
 
 
-def _in_chunks(fn: Callable[[Experience], torch.Tensor], exp: Experience, chunk: int) -> torch.Tensor:
-    """Apply a [b, t] -> [b, t] forward to row chunks (trimmed of padding) and reassemble [B, T] on CPU."""
+def _in_micro_batches(fn: Callable[[Experience], torch.Tensor], exp: Experience, order: torch.Tensor | None,
+                      cfg: Config) -> torch.Tensor:
+    """Apply a [b, t] -> [b, t] forward to this rank's micro-batches of the update's mini-batches in ``order``
+    (trimmed of padding) and reassemble [B, T] on CPU, every rank's rows on every rank."""
     B, T = exp.response_ids.shape
+    order = torch.arange(B) if order is None else order
     out = torch.zeros(B, T, dtype=torch.float32)
-    for rows in torch.arange(B).split(chunk):
-        part = fn(exp.rows(rows)).float().cpu()
-        out[rows, : part.shape[1]] = part
-    return out * exp.response_mask
+    for mini_batch in order.split(cfg.train.batch_size):
+        for rows in rank_micro_batches(mini_batch, cfg.train.micro_batch_size):
+            part = fn(exp.rows(rows)).float().cpu()
+            out[rows, : part.shape[1]] = part
+    return dist.global_sum(out * exp.response_mask)  # each row was computed by one rank, zeros elsewhere: exact
 
 
 def length_penalty(cfg: Config, rollout) -> torch.Tensor:

@@ -110,8 +110,8 @@ def optimizer_steps_per_run(cfg: Config) -> int:
 
 
 def build_run(cfg: Config) -> Run:
-    """Load and build everything ``train`` needs. Models: the policy in fp32 (bf16 autocast on GPU);
-    the frozen reference only when a KL term is used; the critic only for PPO. Under torchrun each
+    """Load and build everything ``train`` needs. Models: the policy in fp32 (bf16 autocast on GPU); the frozen
+    reference, in the policy's dtype, only when a KL term is used; the critic only for PPO. Under torchrun each
     model is sharded with FSDP2 (:mod:`.sharding`) before its optimizer is built."""
     check_sources(cfg)
     check_world_size(cfg, dist.world_size())
@@ -131,7 +131,9 @@ def build_run(cfg: Config) -> Run:
     reference = None
     if cfg.algo.kl.coef > 0:
         ref_path = m.reference or m.policy
-        reference = load_reference(ref_path, dtype=m.dtype, device=device,
+        # in the policy's dtype (and autocast) the reference computes as the policy: KL 0 at step 0
+        reference_dtype = policy_dtype if m.reference_dtype == "auto" else m.reference_dtype
+        reference = load_reference(ref_path, dtype=reference_dtype, device=device,
                                    gguf_file=m.gguf_file if ref_path == m.policy else None,
                                    trust_remote_code=m.trust_remote_code)
     critic_model = None

@@ -37,11 +37,21 @@ class Optimization:
     max_grad_norm: float | None
 
 
-def optimizer_steps(cfg: Config, num_sequences: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Row indices of each optimizer step: ``epochs`` shuffled passes in mini-batches of train.batch_size."""
-    for _ in range(cfg.train.epochs):
-        order = torch.randperm(num_sequences, generator=generator)
+def shuffled_orders(cfg: Config, num_sequences: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """The row order of each of the update's train.epochs passes. Drawn before the experience, so that its
+    forward passes can take the rows in the first pass's micro-batches: the same shapes, the same numbers."""
+    return [torch.randperm(num_sequences, generator=generator) for _ in range(cfg.train.epochs)]
+
+
+def optimizer_steps(cfg: Config, orders: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """Row indices of each optimizer step: each pass's order in mini-batches of train.batch_size."""
+    for order in orders:
         yield from order.split(cfg.train.batch_size)
+
+
+def rank_micro_batches(mini_batch: torch.Tensor, micro_batch_size: int) -> Iterator[torch.Tensor]:
+    """This rank's micro-batches of a mini-batch's rows: its equal share (all of it in one process), split."""
+    yield from mini_batch[list(dist.shard_range(len(mini_batch)))].split(micro_batch_size)
 
 
 def _step(opt: Optimization, micro_losses: Callable[[Experience], torch.Tensor], exp: Experience,
@@ -50,9 +60,8 @@ def _step(opt: Optimization, micro_losses: Callable[[Experience], torch.Tensor],
     grad norm (of the whole mini-batch's gradient)."""
     # FSDP averages the ranks' gradients; the sum is the mini-batch's gradient, so scale by the world size
     scale = dist.world_size()
-    share = rows[list(dist.shard_range(len(rows)))]
     with checkpointing(opt.model, cfg.train.gradient_checkpointing):
-        for micro in share.split(cfg.train.micro_batch_size):
+        for micro in rank_micro_batches(rows, cfg.train.micro_batch_size):
             loss = micro_losses(exp.rows(micro), micro)
             (loss * scale if scale > 1 else loss).backward()
     return clip_and_step(opt.model, opt.optimizer, opt.scheduler, opt.max_grad_norm)
@@ -92,8 +101,9 @@ def single_pass(cfg: Config, num_sequences: int) -> bool:
     return cfg.train.epochs == 1 and num_sequences <= cfg.train.batch_size
 
 
-def update_actor(opt: Optimization, exp: Experience, cfg: Config, generator: torch.Generator) -> dict[str, float]:
-    """PPO-clip updates of the policy over the experience (paper eq. 1, plus the KL/entropy loss terms).
+def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[torch.Tensor]) -> dict[str, float]:
+    """PPO-clip updates of the policy over the experience (paper eq. 1, plus the KL/entropy loss terms), its
+    rows taken in ``orders`` (:func:`shuffled_orders`).
 
     Models stay in eval mode: dropout is off in RL, so the updated policy is the one that sampled.
     With ``exp.old_logp`` None (allowed only for a :func:`single_pass` update) log pi_old is taken from the
@@ -108,7 +118,7 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, generator: tor
     kl_in_loss = kl_cfg.placement == "loss" and kl_cfg.coef > 0
     token_norm = loss_cfg.token_norm or cfg.rollout.max_new_tokens
     meter = _Meter()
-    for rows in optimizer_steps(cfg, exp.response_ids.shape[0], generator):
+    for rows in optimizer_steps(cfg, orders):
         norm = {
             "agg": loss_cfg.agg,
             "num_tokens": exp.response_mask[rows].sum().float(),  # rows: the whole mini-batch, every rank's share
@@ -119,7 +129,8 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, generator: tor
 
         def micro_losses(mb: Experience, micro: torch.Tensor) -> torch.Tensor:
             logp, entropy = policy_logprobs(
-                opt.model, mb, cfg.rollout.temperature, with_entropy=True, chunked=cfg.train.chunked_logprobs
+                opt.model, mb, cfg.rollout.temperature, with_entropy=True, chunked=cfg.train.chunked_logprobs,
+                autocast=cfg.train.autocast,
             )
             device = logp.device
             mask = mb.response_mask.to(device)
@@ -153,15 +164,15 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, generator: tor
     return {**meter.means(), "actor/lr": opt.scheduler.get_last_lr()[0]}
 
 
-def update_critic(opt: Optimization, exp: Experience, cfg: Config, generator: torch.Generator) -> dict[str, float]:
-    """Clipped value-loss regression of the critic onto the returns (PPO's critic)."""
+def update_critic(opt: Optimization, exp: Experience, cfg: Config, orders: list[torch.Tensor]) -> dict[str, float]:
+    """Clipped value-loss regression of the critic onto the returns (PPO's critic), rows taken in ``orders``."""
     meter = _Meter()
-    for rows in optimizer_steps(cfg, exp.response_ids.shape[0], generator):
+    for rows in optimizer_steps(cfg, orders):
         num_tokens = exp.response_mask[rows].sum().float()
         step_loss = defaultdict(float)
 
         def micro_losses(mb: Experience, micro: torch.Tensor) -> torch.Tensor:
-            values = critic_values(opt.model, mb)
+            values = critic_values(opt.model, mb, autocast=cfg.train.autocast)
             device = values.device
             mask = mb.response_mask.to(device)
             loss, stats = value_loss(

@@ -62,6 +62,8 @@ def test_partial_optim_section_keeps_the_role_default_lr():
         ({"rollout.top_k": -1}, "rollout.top_k"),
         ({"rollout.batch_size": 0}, "rollout.batch_size"),
         ({"model.dtype": "float16"}, "model.dtype"),
+        ({"model.reference_dtype": "float16"}, "model.reference_dtype"),
+        ({"train.autocast": "float16"}, "train.autocast"),
         ({"actor.optim.lr": 0}, "actor.optim.lr"),
         ({"actor.optim.betas": [1.0, 0.95]}, "actor.optim.betas.0"),
         ({"critic.optim.warmup_ratio": 1.0}, "critic.optim.warmup_ratio"),
@@ -126,6 +128,15 @@ def test_token_norm_only_applies_to_sum_norm_agg():
     assert line.startswith("algo.loss.token_norm: ") and "seq-mean-token-sum-norm" in line
     cfg = validate_config(nested({"algo.loss.token_norm": 512, "algo.loss.agg": "seq-mean-token-sum-norm"}))
     assert cfg.algo.loss.token_norm == 512
+
+
+def test_reference_dtype_needs_a_reference_and_no_float32_copy_of_a_bf16_policy():
+    (line,) = problems_of({"model.reference_dtype": "bfloat16", "algo.kl.coef": 0})
+    assert line.startswith("model.reference_dtype: ") and "loads no reference" in line
+    (line,) = problems_of({"model.reference_dtype": "float32", "model.dtype": "bfloat16"})
+    assert line.startswith("model.reference_dtype: ") and "use 'auto'" in line
+    for dtype in ("auto", "float32"):  # a bf16 reference for a float32 policy: the memory-saving choice
+        assert validate_config(nested({"model.reference_dtype": "bfloat16", "model.dtype": dtype}))
 
 
 @pytest.mark.parametrize(

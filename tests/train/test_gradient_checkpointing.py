@@ -8,7 +8,7 @@ from reinforcepp.config import load_config
 from reinforcepp.testing import random_experience, tiny_model
 from reinforcepp.train.forward import checkpointing, policy_logprobs
 from reinforcepp.train.run import enable_gradient_checkpointing
-from reinforcepp.train.update import Optimization, update_actor
+from reinforcepp.train.update import Optimization, shuffled_orders, update_actor
 
 B, LP, T, V = 8, 5, 7, 48
 
@@ -19,7 +19,8 @@ def sgd_step(model, exp, cfg):
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    update_actor(Optimization(model, optimizer, scheduler, None), exp, cfg, torch.Generator().manual_seed(0))
+    orders = shuffled_orders(cfg, B, torch.Generator().manual_seed(0))
+    update_actor(Optimization(model, optimizer, scheduler, None), exp, cfg, orders)
     return [b - p.detach() for b, p in zip(before, model.parameters())]
 
 
