@@ -125,7 +125,9 @@ def build_run(cfg: Config) -> Run:
     check_world_size(cfg, dist.world_size(), len(prompts))
     eval_prompts, _ = load_prompts(cfg.data.eval_prompts, cfg, tokenizer)
     policy_dtype = "float32" if m.dtype == "auto" else m.dtype
-    policy = load_causal_lm(m.policy, dtype=policy_dtype, device=device, gguf_file=m.gguf_file,
+    # sharded: load in CPU memory; fully_shard then moves one layer at a time to the GPU, keeping its shard
+    load_device = torch.device("cpu") if sharded else device
+    policy = load_causal_lm(m.policy, dtype=policy_dtype, device=load_device, gguf_file=m.gguf_file,
                             trust_remote_code=m.trust_remote_code)
     replica = sharding.rollout_replica(policy, cfg, device) if sharded else None
     reference = None
@@ -133,7 +135,7 @@ def build_run(cfg: Config) -> Run:
         ref_path = m.reference or m.policy
         # in the policy's dtype (and autocast) the reference computes as the policy: KL 0 at step 0
         reference_dtype = policy_dtype if m.reference_dtype == "auto" else m.reference_dtype
-        reference = load_reference(ref_path, dtype=reference_dtype, device=device,
+        reference = load_reference(ref_path, dtype=reference_dtype, device=load_device,
                                    gguf_file=m.gguf_file if ref_path == m.policy else None,
                                    trust_remote_code=m.trust_remote_code)
     critic_model = None
@@ -141,7 +143,7 @@ def build_run(cfg: Config) -> Run:
         # The paper initializes PPO's critic from the reward model; from the policy when the reward is a rule.
         critic_path = m.critic or m.reward_model or m.policy
         torch.manual_seed(cfg.seed)  # a fresh value head: the same on every rank and in every run of the config
-        critic_model = ValueModel.from_pretrained(critic_path, dtype=policy_dtype, device=device)
+        critic_model = ValueModel.from_pretrained(critic_path, dtype=policy_dtype, device=load_device)
     if cfg.train.gradient_checkpointing:
         for model in (policy, critic_model):
             enable_gradient_checkpointing(model)

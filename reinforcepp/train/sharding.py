@@ -63,8 +63,8 @@ def rollout_replica(policy: torch.nn.Module, cfg: Config, device: torch.device) 
     policy's own forward, so the sampler's precision does not enter the loss)."""
     replica = copy.deepcopy(policy)
     replica.requires_grad_(False)
-    if (mp := mixed_precision(cfg, device)) is not None:
-        replica.to(mp.param_dtype)
+    mp = mixed_precision(cfg, device)
+    replica.to(device=device, dtype=None if mp is None else mp.param_dtype)
     return replica.eval()
 
 
