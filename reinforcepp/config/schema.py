@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -14,12 +14,15 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    field_serializer,
+    field_validator,
     model_validator,
 )
 
 from reinforcepp.algos import AGGREGATIONS, ESTIMATORS, KL_ESTIMATORS
 from reinforcepp.config.checks import cross_field_problems, cross_field_warnings
 from reinforcepp.config.errors import ConfigError, ConfigWarning, config_error_from
+from reinforcepp.rewards.function import function_name
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
 AdamBeta = Annotated[float, Field(ge=0, lt=1)]
@@ -84,10 +87,12 @@ class RolloutConfig(_Section):
 
 
 class RewardConfig(_Section):
-    function: str | None = Field(
+    function: str | Callable[..., Any] | None = Field(
         None,
-        description="Reward function 'file.py:name' or 'package.module:name', called as "
-        "fn(prompts, completions, **columns) -> list[float] (TRL's convention).",
+        description="Reward function 'file.py:name', 'package.module:name' or a reward server URL; from "
+        "Python also the function itself (saved as 'module:qualname'). Called as TRL calls reward "
+        "functions, with keywords: prompts, completions, completion_ids and every other prompt column "
+        "by name -> list[float | None].",
     )
     timeout: PositiveFloat | None = Field(
         None, description="Seconds a reward-function call may take; a late one is an error naming the sample."
@@ -105,6 +110,19 @@ class RewardConfig(_Section):
     )
     overlong_factor: float = Field(1.0, ge=0, description="The overlong penalty at rollout.max_new_tokens.")
     scale: float = Field(1.0, description="Multiply R by this after clipping.")
+
+    @field_validator("function", mode="plain")
+    @classmethod
+    def _spec_or_callable(cls, function: Any) -> str | Callable[..., Any] | None:
+        # One plain check: a union would report a bad value twice, once per member type.
+        if function is None or isinstance(function, str) or callable(function):
+            return function
+        raise ValueError("expected 'file.py:name', 'package.module:name', a reward server URL or a callable")
+
+    @field_serializer("function", when_used="json")
+    def _function_spec(self, function: str | Callable[..., Any] | None) -> str | None:
+        # A callable (notebooks) cannot go to YAML or JSON: its name stands in, loadable when importable.
+        return function_name(function) if callable(function) else function
 
 
 class AdvantageConfig(_Section):

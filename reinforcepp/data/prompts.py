@@ -67,6 +67,20 @@ def _check_rows(rows: list[Any], prompt_key: str, source: str) -> list[dict[str,
     return rows
 
 
+def column_names(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Every key of any row, first seen first (JSONL rows need not all have the same keys)."""
+    return list(dict.fromkeys(name for row in rows for name in row))
+
+
+def fill_missing_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with every column of the set, None where a row lacks one (as ``datasets`` reads such a
+    file), so every batch hands the reward function the same columns whichever rows it holds."""
+    names = column_names(rows)
+    if all(len(row) == len(names) for row in rows):
+        return rows
+    return [{name: row.get(name) for name in names} for row in rows]
+
+
 def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
     """Write ``rows`` as JSON Lines (one object per line, UTF-8); returns the path."""
     path = Path(path)

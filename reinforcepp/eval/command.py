@@ -11,7 +11,7 @@ import transformers
 from reinforcepp.config import Config, ConfigError
 from reinforcepp.models import load_causal_lm, load_tokenizer, resolve_device
 from reinforcepp.rollout import TorchEngine
-from reinforcepp.train.run import build_scorer, check_sources, load_prompts
+from reinforcepp.train.run import build_scorer, check_sources, checked_reward_function, read_prompt_rows, tokenize_rows
 
 from .evaluate import EvalResult, format_table
 from .suite import run_eval_suite
@@ -24,14 +24,17 @@ def evaluate_model(cfg: Config) -> list[EvalResult]:
     path = cfg.data.eval_prompts or cfg.data.prompts
     if path is None:
         raise ConfigError("data.eval_prompts: set the held-out prompts to evaluate on")
+    rows = read_prompt_rows(path, cfg)
+    function = checked_reward_function(cfg, {path: rows})
     transformers.utils.logging.disable_progress_bar()
     device = resolve_device(cfg.device)
     m = cfg.model
     tokenizer = load_tokenizer(m.policy, gguf_file=m.gguf_file, trust_remote_code=m.trust_remote_code)
     model = load_causal_lm(m.policy, dtype=m.dtype, device=device, gguf_file=m.gguf_file,
                            trust_remote_code=m.trust_remote_code)
-    prompts, _ = load_prompts(path, cfg, tokenizer)
-    results = run_eval_suite(cfg, TorchEngine(model, tokenizer), build_scorer(cfg, tokenizer, device), prompts)
+    prompts, _ = tokenize_rows(rows, cfg, tokenizer)
+    scorer = build_scorer(cfg, tokenizer, device, function)
+    results = run_eval_suite(cfg, TorchEngine(model, tokenizer), scorer, prompts)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = {"model": m.policy, "prompts": str(path), "results": [asdict(r) for r in results]}

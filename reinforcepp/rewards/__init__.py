@@ -4,9 +4,9 @@ Reward functions here are plain Python; ``RewardTransform`` (torch) is imported 
 reward worker process does not pay for torch.
 """
 
-from .function import RewardError, load_reward_function, score_completions
+from .function import RewardError, RewardSignatureError, load_reward_function, score_completions
 
-__all__ = ["RewardError", "RewardTransform", "load_reward_function", "score_completions"]
+__all__ = ["RewardError", "RewardSignatureError", "RewardTransform", "load_reward_function", "score_completions"]
 
 
 def __getattr__(name: str):

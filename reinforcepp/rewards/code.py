@@ -1,7 +1,7 @@
 """Code-execution reward (1.0 when the tests pass in the sandbox) and the HumanEval problems.
 
-``code_reward`` follows TRL's convention: ``fn(prompts, completions, **columns) -> list[float]``
-with a ``tests`` column (code that raises / exits non-zero on failure) and an optional
+``code_reward`` is a TRL-style reward function (called with keywords: ``prompts``, ``completions``
+and the columns) with a ``tests`` column (code that raises / exits non-zero on failure) and an optional
 ``entry_point`` column (the function name, HumanEval style).
 """
 

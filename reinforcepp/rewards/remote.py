@@ -1,18 +1,24 @@
 """Reward functions over HTTP, standard library only.
 
-Server: ``RewardServer(fn_or_spec)`` serves a TRL-convention reward function
-(``fn(prompts, completions, **columns) -> list[float | None]``):
+Server: ``RewardServer(fn_or_spec)`` serves a reward function written for TRL, calling it as
+``score_completions`` does locally: with keywords only (``prompts``, ``completions``, ``completion_ids``
+when the request has them, and every column by its name; a function without ``**kwargs`` gets only the
+keywords it names):
 
-* ``POST /score`` with ``{"prompts": [...], "completions": [...], "columns": {name: [...]}}``
-  answers ``{"rewards": [float | null, ...]}`` (``null`` = skip this sample);
+* ``POST /score`` with ``{"prompts": [str, ...], "completions": [str, ...], "completion_ids": [[int, ...], ...],
+  "columns": {name: [...]}}`` answers ``{"rewards": [float | null, ...]}`` (``null`` = skip this sample).
+  Every list holds one entry per completion. ``completion_ids`` (each completion's token ids) and
+  ``columns`` are optional, so the older body without ``completion_ids`` is still accepted; a function
+  that requires a keyword the request lacks then answers 400 naming it;
 * ``GET /health`` answers ``{"status": "ok"}``;
 * a failing function answers 500 ``{"error": "..."}`` naming the sample (via ``score_completions``);
   a bad request answers 400 ``{"error": "..."}``.
 
-Client: ``RemoteRewardFunction(url)`` is a reward function with TRL's signature that sends the batch
-in chunks, retries connection errors, timeouts and 5xx answers without an error message (exponential
-backoff), and raises ``RewardError`` with a clear message otherwise. It is modelled on OpenRLHF's
-HTTP reward model (POST JSON, timeout, retries), with this project's request format.
+Client: ``RemoteRewardFunction(url)`` is a TRL-style reward function (keywords, ``**kwargs``) that sends
+the batch in chunks, with ``completion_ids`` when it is given them (servers older than that field
+answer 400 to it), retries connection errors, timeouts and 5xx answers without an error message
+(exponential backoff), and raises ``RewardError`` with a clear message otherwise. It is modelled on
+OpenRLHF's HTTP reward model (POST JSON, timeout, retries), with this project's request format.
 """
 
 from __future__ import annotations
@@ -28,10 +34,18 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .function import RewardError, RewardFn, load_reward_function, score_completions
+from .function import (
+    TRL_ONLY_KEYWORDS,
+    RewardError,
+    RewardFn,
+    RewardSignatureError,
+    load_reward_function,
+    score_completions,
+)
 
 __all__ = ["RemoteRewardFunction", "RewardServer", "remote_reward", "reward_from_env"]
 
@@ -43,30 +57,50 @@ class _BadRequest(ValueError):
     pass
 
 
-def _parse_request(body: bytes) -> tuple[list[str], list[str], dict[str, list[Any]]]:
+@dataclass
+class _Request:
+    prompts: list[str]
+    completions: list[str]
+    columns: dict[str, list[Any]]
+    completion_ids: list[list[int]] | None
+
+
+_FIELDS = ("prompts", "completions", "completion_ids", "columns")
+
+
+def _are_token_ids(value: Any, n: int) -> bool:
+    """``value`` is ``n`` lists of integer token ids."""
+    return isinstance(value, list) and len(value) == n and all(
+        isinstance(ids, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in ids) for ids in value
+    )
+
+
+def _parse_request(body: bytes) -> _Request:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise _BadRequest('request body must be a JSON object {"prompts": [...], "completions": [...], "columns": {...}}')
-    unknown = set(data) - {"prompts", "completions", "columns"}
+    unknown = set(data) - set(_FIELDS)
     if unknown:
-        raise _BadRequest(f"unknown request fields {sorted(unknown)}; expected prompts, completions, columns")
+        raise _BadRequest(f"unknown request fields {sorted(unknown)}; expected {', '.join(_FIELDS)}")
     prompts, completions = data.get("prompts"), data.get("completions")
-    columns = data.get("columns") or {}
+    columns, completion_ids = data.get("columns") or {}, data.get("completion_ids")
     for name, value in (("prompts", prompts), ("completions", completions)):
         if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
             raise _BadRequest(f"'{name}' must be a list of strings")
     if len(prompts) != len(completions):
         raise _BadRequest(f"{len(prompts)} prompts but {len(completions)} completions")
+    if completion_ids is not None and not _are_token_ids(completion_ids, len(completions)):
+        raise _BadRequest(f"'completion_ids' must be a list of {len(completions)} lists of token ids (integers)")
     if not isinstance(columns, dict):
         raise _BadRequest("'columns' must be an object {name: [one value per completion]}")
     for name, value in columns.items():
         if not isinstance(value, list) or len(value) != len(completions):
             got = f"{len(value)} values" if isinstance(value, list) else type(value).__name__
             raise _BadRequest(f"column {name!r} must be a list of {len(completions)} values, got {got}")
-    return prompts, completions, columns
+    return _Request(prompts, completions, columns, completion_ids)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -108,12 +142,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         self.server.requests += 1
         try:
-            prompts, completions, columns = _parse_request(body)
-        except _BadRequest as exc:
+            request = _parse_request(body)
+            scores = score_completions(self.server.fn, request.prompts, request.completions, request.columns,
+                                       completion_ids=request.completion_ids, timeout=self.server.fn_timeout)
+        except (_BadRequest, RewardSignatureError) as exc:  # the request lacks what the function needs
             self._reply(400, {"error": str(exc)})
             return
-        try:
-            scores = score_completions(self.server.fn, prompts, completions, columns, timeout=self.server.fn_timeout)
         except Exception as exc:  # RewardError names the sample; anything else is still reported
             self._reply(500, {"error": str(exc) if isinstance(exc, RewardError) else repr(exc)})
             return
@@ -142,9 +176,7 @@ class RewardServer:
     """
 
     def __init__(self, function: RewardFn | str, *, timeout: float | None = None, verbose: bool = False):
-        self.fn: RewardFn = load_reward_function(function) if isinstance(function, str) else function
-        if not callable(self.fn):
-            raise RewardError(f"RewardServer needs a callable reward function, got {type(self.fn).__name__}")
+        self.fn: RewardFn = load_reward_function(function)
         self.timeout = timeout
         self.verbose = verbose
         self._httpd: _Server | None = None
@@ -238,7 +270,7 @@ def _error_message(exc: urllib.error.HTTPError) -> str | None:
 
 
 class RemoteRewardFunction:
-    """A reward function (TRL signature) that asks a ``RewardServer`` (or anything speaking its protocol).
+    """A reward function (TRL's keywords) that asks a ``RewardServer`` (or anything speaking its protocol).
 
     ``url``: ``http://host:port`` (posts to ``/score``) or a full URL with a path. The batch goes in
     chunks of ``batch_size``. Connection errors, timeouts and 5xx answers without an error message are
@@ -258,26 +290,33 @@ class RemoteRewardFunction:
     def __repr__(self) -> str:
         return f"RemoteRewardFunction({self.url!r}, batch_size={self.batch_size}, timeout={self.timeout}, retries={self.retries})"
 
-    def __call__(self, prompts: list[str], completions: list[str], **columns: Any) -> list[float | None]:
+    def __call__(self, prompts: list[str], completions: list[str], completion_ids: list[list[int]] | None = None,
+                 **columns: Any) -> list[float | None]:
         prompts, completions = list(prompts), list(completions)
         if len(prompts) != len(completions):
             raise RewardError(f"{len(prompts)} prompts but {len(completions)} completions")
-        columns = {k: list(v) for k, v in columns.items()}
+        # Under TRL's trainer this function also gets trainer_state, log_extra ...: not data, so not sent.
+        columns = {k: list(v) for k, v in columns.items() if k not in TRL_ONLY_KEYWORDS}
+        ids = None if completion_ids is None else [list(x) for x in completion_ids]
         rewards: list[float | None] = []
         for start in range(0, len(completions), self.batch_size):
-            end = start + self.batch_size
-            chunk = {k: v[start:end] for k, v in columns.items()}
-            rewards.extend(self._post(prompts[start:end], completions[start:end], chunk, start))
+            chunk = slice(start, start + self.batch_size)
+            body = {"prompts": prompts[chunk], "completions": completions[chunk],
+                    "columns": {k: v[chunk] for k, v in columns.items()}}
+            if ids is not None:
+                body["completion_ids"] = ids[chunk]
+            rewards.extend(self._post(body, start))
         return rewards
 
-    def _post(self, prompts: list[str], completions: list[str], columns: dict[str, list[Any]], start: int) -> list[float | None]:
+    def _post(self, body: dict[str, Any], start: int) -> list[float | None]:
         where = f"reward server at {self.url}"
-        span = f"samples {start}..{start + len(prompts) - 1}"
+        count = len(body["prompts"])
+        span = f"samples {start}..{start + count - 1}"
         try:
-            body = json.dumps({"prompts": prompts, "completions": completions, "columns": columns}, allow_nan=False).encode()
+            data = json.dumps(body, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             raise RewardError(f"{where}: cannot send {span} as JSON (columns must be JSON values): {exc}") from None
-        request = urllib.request.Request(self.url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(self.url, data=data, method="POST", headers={"Content-Type": "application/json"})
         tries = self.retries + 1
         last = ""
         for attempt in range(tries):
@@ -308,7 +347,7 @@ class RemoteRewardFunction:
                 if isinstance(reason, socket.gaierror):  # unknown host: trying again will not help
                     raise RewardError(f"no reward server at {self.url}: {last}") from None
                 continue
-            return self._check(raw, len(prompts), where, span)
+            return self._check(raw, count, where, span)
         if last.startswith("no answer"):
             raise RewardError(f"{where} timed out on {span} after {tries} tries: {last}")
         if last.startswith("HTTP"):
@@ -338,11 +377,12 @@ def remote_reward(url: str, **options: Any) -> RemoteRewardFunction:
 _env_clients: dict[str, RemoteRewardFunction] = {}
 
 
-def reward_from_env(prompts: list[str], completions: list[str], **columns: Any) -> list[float | None]:
+def reward_from_env(prompts: list[str], completions: list[str], completion_ids: list[list[int]] | None = None,
+                    **columns: Any) -> list[float | None]:
     """Spec ``reinforcepp.rewards.remote:reward_from_env``: ask the server at ``$REINFORCEPP_REWARD_URL``.
     Works with today's ``load_reward_function`` (no URL specs needed)."""
     url = os.environ.get(URL_ENV)
     if not url:
         raise RewardError(f"reward function reinforcepp.rewards.remote:reward_from_env needs ${URL_ENV}=http://host:port")
     client = _env_clients.get(url) or _env_clients.setdefault(url, RemoteRewardFunction(url))
-    return client(prompts, completions, **columns)
+    return client(prompts, completions, completion_ids, **columns)

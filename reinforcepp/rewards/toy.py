@@ -5,9 +5,15 @@ from __future__ import annotations
 import re
 
 
-def target_char_share(prompts: list[str], completions: list[str], target: str = "a", **_: object) -> list[float]:
+def char_share(completions: list[str], target: str) -> list[float]:
     """The share of characters of each completion equal to ``target`` (0 for an empty completion)."""
     return [c.count(target) / len(c) if c else 0.0 for c in completions]
+
+
+def target_char_share(completions: list[str], **_: object) -> list[float]:
+    """TRL-style reward: the share of ``a`` in each completion. (The character is not a parameter: reward
+    functions are called with keywords, so a prompt column named like it would take its place.)"""
+    return char_share(completions, "a")
 
 
 def leading_match(pattern: re.Pattern[str], completions: list[str], answers: list[str]) -> list[float]:

@@ -10,15 +10,22 @@ import torch
 import transformers
 
 from reinforcepp.config import Config, ConfigError, save_config
-from reinforcepp.data import Prompt, PromptSampler, read_rows, tokenize_prompts
+from reinforcepp.data import Prompt, PromptSampler, fill_missing_columns, read_rows, tokenize_prompts
 from reinforcepp.models import ValueModel, load_causal_lm, load_reference, load_tokenizer, resolve_device
-from reinforcepp.rewards import RewardTransform, load_reward_function
+from reinforcepp.rewards import RewardSignatureError, RewardTransform, load_reward_function
+from reinforcepp.rewards.function import (
+    PASSED_KEYWORDS,
+    RewardFn,
+    defaulted_parameters,
+    function_name,
+    signature_problem,
+)
 from reinforcepp.rollout import RolloutEngine, SamplingParams, TorchEngine
 
 from . import dist, sharding
 from .metrics import MetricsLog
 from .optim import build_optimizer
-from .scoring import Scorer
+from .scoring import Scorer, reward_column_names
 from .update import Optimization
 
 log = logging.getLogger(__name__)
@@ -64,24 +71,50 @@ def check_sources(cfg: Config, *, need_prompts: bool = True) -> None:
         raise ConfigError(*problems)
 
 
-def load_prompts(path: str | None, cfg: Config, tokenizer, limit: int | None = None) -> tuple[list[Prompt], int]:
-    """Tokenized prompts of a file (the first ``limit`` rows when set) and the number skipped as too long."""
+def read_prompt_rows(path: str | None, cfg: Config, limit: int | None = None) -> list[dict]:
+    """The rows of a prompt file (the first ``limit`` when set), each with every column of the file."""
     if path is None:
+        return []
+    return fill_missing_columns(read_rows(path, cfg.data.prompt_key)[:limit])
+
+
+def tokenize_rows(rows: list[dict], cfg: Config, tokenizer) -> tuple[list[Prompt], int]:
+    """Tokenized prompts of ``rows`` and the number skipped as too long."""
+    if not rows:
         return [], 0
-    rows = read_rows(path, cfg.data.prompt_key)[:limit]
     return tokenize_prompts(
         rows, tokenizer, prompt_key=cfg.data.prompt_key, max_len=cfg.data.max_prompt_len,
         chat_template=cfg.data.apply_chat_template,
     )
 
 
-def build_scorer(cfg: Config, tokenizer, device: torch.device) -> Scorer:
-    """The reward source: the user's function, or a Bradley-Terry reward model (frozen)."""
+def checked_reward_function(cfg: Config, rows_by_source: dict[str, list[dict]]) -> RewardFn | None:
+    """``reward.function`` loaded and its signature checked against the columns of each prompt file
+    (``{path: rows}``), before any model loads: a parameter no call can fill fails the
+    run now, in one line, rather than at the first reward after minutes of loading."""
+    if cfg.reward.function is None:
+        return None
+    fn = load_reward_function(cfg.reward.function)
+    for source, rows in rows_by_source.items():
+        columns = reward_column_names(rows, cfg.data.prompt_key)
+        names = [*PASSED_KEYWORDS, *columns]
+        problem = signature_problem(fn, names, source)
+        if problem is not None:
+            raise RewardSignatureError(f"reward.function: {problem}")
+        defaulted = defaulted_parameters(fn, names)
+        if defaulted:  # e.g. `answer=None` while the column is `label`: the function would never see it
+            log.warning("reward.function: %s gets no value for %s (not a column of %s: %s), so the defaults apply",
+                        function_name(fn), ", ".join(defaulted), source, ", ".join(columns) or "(none)")
+    return fn
+
+
+def build_scorer(cfg: Config, tokenizer, device: torch.device, function: RewardFn | None) -> Scorer:
+    """The reward source: the user's function (from ``checked_reward_function``), or a Bradley-Terry
+    reward model (frozen)."""
     reward_model = None
     if cfg.model.reward_model is not None:
         reward_model = ValueModel.from_pretrained(cfg.model.reward_model, dtype=cfg.model.dtype, device=device)
         reward_model.requires_grad_(False)
-    function = load_reward_function(cfg.reward.function) if cfg.reward.function else None
     return Scorer(tokenizer, function=function, reward_model=reward_model, prompt_key=cfg.data.prompt_key,
                   timeout=cfg.reward.timeout, normalize_with_model=cfg.reward.normalize == "model")
 
@@ -115,15 +148,20 @@ def build_run(cfg: Config) -> Run:
     model is sharded with FSDP2 (:mod:`.sharding`) before its optimizer is built."""
     check_sources(cfg)
     check_world_size(cfg, dist.world_size())
+    rows = read_prompt_rows(cfg.data.prompts, cfg, limit=cfg.data.max_prompts)
+    check_world_size(cfg, dist.world_size(), len(rows))
+    eval_rows = read_prompt_rows(cfg.data.eval_prompts, cfg)
+    files = ((cfg.data.prompts, rows), (cfg.data.eval_prompts, eval_rows))
+    function = checked_reward_function(cfg, {path: file_rows for path, file_rows in files if path is not None})
     transformers.utils.logging.disable_progress_bar()  # our bar is the one to watch
     device = run_device(cfg)
     dist.init(device, cfg.dist.timeout_s)
     sharded = dist.initialized()
     m = cfg.model
     tokenizer = load_tokenizer(m.policy, gguf_file=m.gguf_file, trust_remote_code=m.trust_remote_code)
-    prompts, skipped = load_prompts(cfg.data.prompts, cfg, tokenizer, limit=cfg.data.max_prompts)
-    check_world_size(cfg, dist.world_size(), len(prompts))
-    eval_prompts, _ = load_prompts(cfg.data.eval_prompts, cfg, tokenizer)
+    prompts, skipped = tokenize_rows(rows, cfg, tokenizer)
+    check_world_size(cfg, dist.world_size(), len(prompts))  # some may be skipped as too long
+    eval_prompts, _ = tokenize_rows(eval_rows, cfg, tokenizer)
     policy_dtype = "float32" if m.dtype == "auto" else m.dtype
     # sharded: load in CPU memory; fully_shard then moves one layer at a time to the GPU, keeping its shard
     load_device = torch.device("cpu") if sharded else device
@@ -173,7 +211,7 @@ def build_run(cfg: Config) -> Run:
         cfg=cfg, run_dir=run_dir, device=device, tokenizer=tokenizer, policy=policy, reference=reference,
         actor=actor, critic=critic, engine=_build_engine(cfg, replica or policy, tokenizer), sampling=sampling,
         prompts=prompts, eval_prompts=eval_prompts, sampler=PromptSampler(len(prompts), cfg.seed, cfg.data.shuffle),
-        scorer=build_scorer(cfg, tokenizer, device),
+        scorer=build_scorer(cfg, tokenizer, device, function),
         reward_transform=RewardTransform(cfg.reward.normalize, cfg.reward.mean, cfg.reward.std,
                                          cfg.reward.clip, cfg.reward.scale),
         skipped_prompts=skipped, sharded=sharded,

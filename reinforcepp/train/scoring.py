@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from reinforcepp.data import Prompt
+from reinforcepp.data import Prompt, column_names
 from reinforcepp.rewards import score_completions
 from reinforcepp.rollout import Rollout
 
 
-def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
-    """The text of each response, special tokens (EOS, padding) skipped."""
-    ids = [row[mask.bool()].tolist() for row, mask in zip(rollout.response_ids, rollout.response_mask)]
-    return tokenizer.batch_decode(ids, skip_special_tokens=True)
+def response_token_ids(rollout: Rollout) -> list[list[int]]:
+    """The token ids of each response, EOS included and padding left out (TRL's ``completion_ids``)."""
+    return [row[mask.bool()].tolist() for row, mask in zip(rollout.response_ids, rollout.response_mask)]
+
+
+def reward_column_names(rows: list[dict[str, Any]], prompt_key: str) -> list[str]:
+    """The columns a reward function gets by name: every column but the prompt (that one is ``prompts``)."""
+    return [name for name in column_names(rows) if name != prompt_key]
+
+
+def reward_columns(rows: list[dict[str, Any]], prompt_key: str) -> dict[str, list[Any]]:
+    """Column name -> one value per row (None where a row lacks the column)."""
+    return {name: [row.get(name) for row in rows] for name in reward_column_names(rows, prompt_key)}
 
 
 class Scorer:
     """Raw rewards R [B] for a rollout of ``n`` samples per prompt, from a reward function
-    (called with the prompts, completions and every other column of the prompt rows) or a
-    Bradley-Terry reward model (its score of prompt + response)."""
+    (called with keywords: prompts, completions, completion_ids and every other column of the prompt
+    rows) or a Bradley-Terry reward model (its score of prompt + response)."""
 
     def __init__(self, tokenizer, *, function: Callable | None = None, reward_model=None, prompt_key: str = "prompt",
                  timeout: float | None = None, normalize_with_model: bool = False):
@@ -31,10 +41,11 @@ class Scorer:
         rows = [p.row for p in prompts for _ in range(n)]
         if self.reward_model is not None:
             return self._model_scores(rollout)
-        completions = decode_responses(self.tokenizer, rollout)
+        ids = response_token_ids(rollout)
+        completions = self.tokenizer.batch_decode(ids, skip_special_tokens=True)  # without the EOS token
         texts = [row[self.prompt_key] for row in rows]
-        columns = {k: [row.get(k) for row in rows] for k in rows[0] if k != self.prompt_key}
-        scores = score_completions(self.function, texts, completions, columns, timeout=self.timeout)
+        scores = score_completions(self.function, texts, completions, reward_columns(rows, self.prompt_key),
+                                   completion_ids=ids, timeout=self.timeout)
         return torch.tensor(scores, dtype=torch.float32)  # NaN where the function returned None
 
     @torch.no_grad()

@@ -13,7 +13,7 @@ def test_load_from_file_and_module(tmp_path):
     assert load_reward_function(str(path))([""], ["abc"]) == [3]
     assert load_reward_function(f"{path}:other")([""], ["abc"]) == [1.0]
     fn = load_reward_function("reinforcepp.rewards.toy:target_char_share")
-    assert fn(["p"], ["aab", ""]) == [2 / 3, 0.0]
+    assert fn(prompts=["p", "q"], completions=["aab", ""]) == [2 / 3, 0.0]
     with pytest.raises(RewardError, match="file not found"):
         load_reward_function(str(tmp_path / "missing.py"))
     with pytest.raises(RewardError, match="has no callable 'nope'"):
@@ -38,9 +38,9 @@ def test_a_raising_function_is_reported_with_the_failing_sample():
 @pytest.mark.parametrize("bad", [float("nan"), "1", True])
 def test_unusable_scores_name_the_sample(bad):
     with pytest.raises(RewardError, match="for sample 1"):
-        score_completions(lambda p, c: [0.0, bad], ["p", "q"], ["x", "y"], {})
+        score_completions(lambda completions: [0.0, bad], ["p", "q"], ["x", "y"], {})
     with pytest.raises(RewardError, match="returned 1 scores for 2"):
-        score_completions(lambda p, c: [0.0], ["p", "q"], ["x", "y"], {})
+        score_completions(lambda completions: [0.0], ["p", "q"], ["x", "y"], {})
 
 
 def test_running_normalization_matches_the_moments_of_everything_seen():
@@ -69,7 +69,7 @@ def test_fixed_normalization_and_clip():
 def test_none_skips_a_sample_as_nan():
     import math
 
-    out = score_completions(lambda p, c: [1.0, None], ["p", "q"], ["x", "y"], {})
+    out = score_completions(lambda completions: [1.0, None], ["p", "q"], ["x", "y"], {})
     assert out[0] == 1.0 and math.isnan(out[1])
 
 
