@@ -31,7 +31,8 @@ def evaluate_model(cfg: Config) -> list[EvalResult]:
     model = load_causal_lm(m.policy, dtype=m.dtype, device=device, gguf_file=m.gguf_file,
                            trust_remote_code=m.trust_remote_code)
     prompts, _ = load_prompts(path, cfg, tokenizer)
-    results = run_eval_suite(cfg, TorchEngine(model, tokenizer), build_scorer(cfg, tokenizer, device), prompts)
+    engine = TorchEngine(model, tokenizer, max_batch_tokens=cfg.rollout.max_batch_tokens)
+    results = run_eval_suite(cfg, engine, build_scorer(cfg, tokenizer, device), prompts)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = {"model": m.policy, "prompts": str(path), "results": [asdict(r) for r in results]}

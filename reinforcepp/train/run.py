@@ -141,4 +141,4 @@ def build_run(cfg: Config) -> Run:
 def _build_engine(cfg: Config, policy: torch.nn.Module, tokenizer) -> RolloutEngine:
     if cfg.rollout.engine == "vllm":
         raise ConfigError("rollout.engine: 'vllm' is not available yet; use 'torch'")
-    return TorchEngine(policy, tokenizer)
+    return TorchEngine(policy, tokenizer, max_batch_tokens=cfg.rollout.max_batch_tokens)
