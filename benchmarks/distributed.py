@@ -14,7 +14,8 @@ reduce-scatters run inside forward and backward and are part of the experience a
 memory: a random-init Llama of SmolLM2-135M's shape, 8 prompts x 1 sample, 8 new tokens, 2 steps, under torchrun
 with 1 and then 2 ranks (1 thread each). Printed per rank: perf/model_state_mb (weights + optimizer states this
 rank holds: its FSDP2 shards) and the peak RSS of the largest rank (which also holds the sampler's full replica
-of the policy and the libraries).
+of the policy and the libraries). Then one process (2 threads) with 128 new tokens, train.gradient_checkpointing
+off and on: the peak RSS.
 """
 
 from __future__ import annotations
@@ -96,10 +97,17 @@ def memory(args) -> dict:
     out = {}
     for ranks in (1, 2):
         last = run(overrides, args.work / f"memory-{ranks}", ranks)[-1]
-        out[ranks] = {"model_state_mb": last["perf/model_state_mb"], "peak_rss_mb": last["perf/peak_rss_mb"]}
-    print(C.md_table(["ranks", "weights + optimizer states per rank (MiB)", "peak RSS of the largest rank (MiB)"],
+        out[f"torchrun x{ranks}"] = {"model_state_mb": last["perf/model_state_mb"], "peak_rss_mb": last["perf/peak_rss_mb"]}
+    # activation checkpointing, one process: longer sequences, where activations matter
+    long = [*overrides, "rollout.max_new_tokens=128", "rollout.min_new_tokens=128", "train.micro_batch_size=8"]
+    for flag in ("false", "true"):
+        last = run([*long, f"train.gradient_checkpointing={flag}"], args.work / f"memory-ckpt-{flag}", 0)[-1]
+        out[f"1 process, 128 new tokens, gradient_checkpointing={flag}"] = {
+            "model_state_mb": last["perf/model_state_mb"], "peak_rss_mb": last["perf/peak_rss_mb"]}
+    print(C.md_table(["run", "weights + optimizer states per rank (MiB)", "peak RSS of the largest rank (MiB)"],
                      [[r, f"{v['model_state_mb']:.0f}", f"{v['peak_rss_mb']:.0f}"] for r, v in out.items()]))
-    print(f"per-rank model state, 2 ranks / 1 rank: {out[2]['model_state_mb'] / out[1]['model_state_mb']:.2f}")
+    ratio = out["torchrun x2"]["model_state_mb"] / out["torchrun x1"]["model_state_mb"]
+    print(f"per-rank model state, 2 ranks / 1 rank: {ratio:.2f}")
     return out
 
 

@@ -84,6 +84,13 @@ class RolloutConfig(_Section):
     top_k: int = Field(0, ge=0, description="Top-k sampling; 0 = off.")
     engine: Literal["torch", "vllm"] = Field("torch", description="Generation backend.")
     stop_strings: list[str] = Field(default_factory=list, description="A response stops at any of these.")
+    max_batch_tokens: PositiveInt | None = Field(
+        None, description="Bound on the torch engine's KV cache, in token slots (one slot: one position of one "
+        "sequence): the prompts are sampled in consecutive chunks whose sequences x (longest prompt + "
+        "max_new_tokens) fit it; a prompt's samples are never split, so a chunk holds at least one prompt. "
+        "The run stays reproducible, but its samples differ from an unchunked run's (the chunks draw from the "
+        "step's generator in turn). None = all prompts at once.",
+    )
 
 
 class RewardConfig(_Section):

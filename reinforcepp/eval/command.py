@@ -34,7 +34,8 @@ def evaluate_model(cfg: Config) -> list[EvalResult]:
                            trust_remote_code=m.trust_remote_code)
     prompts, _ = tokenize_rows(rows, cfg, tokenizer)
     scorer = build_scorer(cfg, tokenizer, device, function)
-    results = run_eval_suite(cfg, TorchEngine(model, tokenizer), scorer, prompts)
+    engine = TorchEngine(model, tokenizer, max_batch_tokens=cfg.rollout.max_batch_tokens)
+    results = run_eval_suite(cfg, engine, scorer, prompts)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = {"model": m.policy, "prompts": str(path), "results": [asdict(r) for r in results]}

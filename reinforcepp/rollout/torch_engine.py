@@ -23,16 +23,27 @@ Two backends run the model:
 The loop samples with :func:`reinforcepp.rollout.sampling.sample_next`, writes into preallocated output
 buffers, checks EOS with a batched op, syncs with the host once per step (to stop when every sequence has
 finished), and drops finished rows from the batch and the KV cache once enough of them have stopped.
+
+``max_batch_tokens`` bounds the memory: the prompts then go through in consecutive chunks whose KV cache
+(rows x (longest prompt of the chunk + max_new_tokens) token slots, :mod:`.budget`) fits it, and the chunks'
+outputs are joined into one :class:`Rollout` laid out as an unchunked one. With :class:`RowStreams` each
+chunk gets its rows' keys, so every row draws the same random numbers as in the unchunked call: the same
+tokens, and log-probs equal up to float rounding (matmul kernels sum in an order that depends on the batch's
+shape; ~1e-6 here, which could flip a token only for a draw within rounding of a boundary of the sampling
+distribution). A ``torch.Generator`` is consumed chunk after chunk: the samples are reproducible but differ
+from the unchunked call's.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import torch
 
 from .padding import left_pad
 from .base import Rollout, SamplingParams
+from .budget import prompt_chunks
 from .hf_backend import _HFBackend
 from .llama_backend import _LlamaBackend, fast_path_unsupported_reason
 from .sampling import sample_next
@@ -54,6 +65,9 @@ class TorchEngine:
         compact_fraction: drop finished rows from the batch and the KV cache once at least this fraction of
             the running rows has finished (0 or None: never).
         pad_token_id: overrides the tokenizer's / model's pad id.
+        max_batch_tokens: bound on the KV cache in token slots (rows x (prompt + max_new_tokens) positions);
+            prompts are rolled out in consecutive chunks that fit it, at least one prompt's n samples each.
+            None: all prompts at once.
     """
 
     def __init__(
@@ -64,8 +78,12 @@ class TorchEngine:
         fast_path: bool | None = None,
         compact_fraction: float | None = 0.25,
         pad_token_id: int | None = None,
+        max_batch_tokens: int | None = None,
     ):
+        if max_batch_tokens is not None and max_batch_tokens <= 0:
+            raise ValueError(f"max_batch_tokens must be > 0 or None, got {max_batch_tokens}")
         self.model = model
+        self.max_batch_tokens = max_batch_tokens
         self.tokenizer = tokenizer
         self.fast_path = fast_path
         self.compact_fraction = compact_fraction or 0.0
@@ -80,7 +98,7 @@ class TorchEngine:
             pad_token_id = eos[0] if eos else 0
         self.pad_token_id = int(pad_token_id)
         self.last_backend: str | None = None  # "fast" or "hf", for inspection
-        self.last_stats: dict[str, int] = {}  # decoding steps and batch compactions of the last call
+        self.last_stats: dict[str, int] = {}  # decoding steps, batch compactions and chunks of the last call
 
     def sync_weights(self, policy: torch.nn.Module) -> None:
         """No-op: the engine runs the policy module itself."""
@@ -119,8 +137,7 @@ class TorchEngine:
             empty = torch.zeros(0, 0, dtype=torch.long)
             return Rollout(empty, empty.clone(), empty.clone(), empty.clone(), torch.zeros(0, 0), torch.zeros(0, dtype=torch.bool))
         ids, mask = left_pad(prompts, pad)
-        P, Lp = ids.shape
-        B, T = P * n, params.max_new_tokens
+        B, T = len(prompts) * n, params.max_new_tokens
         prompt_ids, prompt_mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
         if T == 0:
             return Rollout(
@@ -132,7 +149,7 @@ class TorchEngine:
         self.model.eval()
         try:
             with torch.inference_mode():
-                ids_out, mask_out, lp_out, finished = self._run(ids, mask, params, n, generator)
+                ids_out, mask_out, lp_out, finished = self._run_chunks(prompts, params, n, generator)
         finally:
             if was_training:
                 self.model.train()
@@ -147,7 +164,21 @@ class TorchEngine:
             finished=finished.cpu(),
         )
 
+    def _run_chunks(self, prompts: list[list[int]], params: SamplingParams, n: int, generator):
+        """Roll out the prompts chunk by chunk (each left padded to its own longest prompt: its cache is sized
+        by its own prompts); outputs [B, T] joined in prompt order. Stats: steps and compactions summed."""
+        chunks = prompt_chunks([len(p) for p in prompts], n, params.max_new_tokens, self.max_batch_tokens)
+        outputs, stats = [], Counter()
+        for start, end in chunks:
+            ids, mask = left_pad(prompts[start:end], self.pad_token_id)
+            out, chunk_stats = self._run(ids, mask, params, n, _rows_of(generator, start * n, end * n))
+            outputs.append(out)
+            stats.update(chunk_stats)
+        self.last_stats = dict(stats, chunks=len(chunks))
+        return [torch.cat(parts) for parts in zip(*outputs)]
+
     def _run(self, ids, mask, params: SamplingParams, n: int, generator):
+        """Sample the prompts [P, Lp] at once; ((ids, mask, log-probs [B, T], finished [B]), step counts)."""
         P, Lp = ids.shape
         B, T = P * n, params.max_new_tokens
         backend = self._backend(Lp + T)
@@ -219,5 +250,11 @@ class TorchEngine:
             finished |= done
         else:
             finished[rows] |= done
-        self.last_stats = {"steps": steps, "compactions": compactions}
-        return out_ids, out_mask, out_lp, finished
+        return (out_ids, out_mask, out_lp, finished), {"steps": steps, "compactions": compactions}
+
+
+def _rows_of(generator: torch.Generator | RowStreams | None, start: int, end: int):
+    """The random source of rows [start, end): their own streams, or the shared generator (consumed in turn)."""
+    if isinstance(generator, RowStreams):
+        return RowStreams(generator.keys[start:end])
+    return generator

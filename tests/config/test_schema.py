@@ -61,6 +61,8 @@ def test_partial_optim_section_keeps_the_role_default_lr():
         ({"rollout.top_p": 1.5}, "rollout.top_p"),
         ({"rollout.top_k": -1}, "rollout.top_k"),
         ({"rollout.batch_size": 0}, "rollout.batch_size"),
+        ({"rollout.max_batch_tokens": 0}, "rollout.max_batch_tokens"),
+        ({"rollout.max_batch_tokens": -512}, "rollout.max_batch_tokens"),
         ({"model.dtype": "float16"}, "model.dtype"),
         ({"model.reference_dtype": "float16"}, "model.reference_dtype"),
         ({"train.autocast": "float16"}, "train.autocast"),

@@ -217,3 +217,15 @@ def test_auto_takes_old_logprobs_from_the_sampler_only_for_a_float32_policy(make
     assert loop.old_logp_source(run, kl_in_reward=True, num_sequences=4) == "forward"
     assert loop.old_logp_source(run, kl_in_reward=False, num_sequences=4) == "update"  # one mini-batch of 4
     assert loop.old_logp_source(run, kl_in_reward=False, num_sequences=8) == "forward"  # two: the policy moves
+
+
+def test_the_rollout_budget_reaches_every_engine(make_config, monkeypatch):
+    import reinforcepp.eval.command as eval_command
+
+    assert loop.build_run(make_config(CONFIGS / "reinforce_pp.yaml")).engine.max_batch_tokens is None
+    cfg = make_config(CONFIGS / "reinforce_pp.yaml", "rollout.max_batch_tokens=64")
+    assert loop.build_run(cfg).engine.max_batch_tokens == 64
+    engines = []
+    monkeypatch.setattr(eval_command, "run_eval_suite", lambda cfg, engine, *args: engines.append(engine) or [])
+    eval_command.evaluate_model(cfg)
+    assert [e.max_batch_tokens for e in engines] == [64]
