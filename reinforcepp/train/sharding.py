@@ -49,8 +49,8 @@ def shard(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.nn
     options = {"mesh": mesh}
     if (mp := mixed_precision(cfg, device)) is not None:
         options["mp_policy"] = mp
-    if cfg.dist.cpu_offload:
-        options["offload_policy"] = CPUOffloadPolicy()
+    if cfg.dist.cpu_offload:  # pinned host memory needs an accelerator (and only helps copies to one)
+        options["offload_policy"] = CPUOffloadPolicy(pin_memory=device.type == "cuda")
     for layer in decoder_layers(model):
         fully_shard(layer, **options)
     fully_shard(model, **options)

@@ -100,6 +100,18 @@ def test_two_ranks_train_the_model_one_process_trains(preset, tiny_dir, prompt_f
             torch.testing.assert_close(critic_two[name], critic_one[name], rtol=0, atol=0.02 * LR * STEPS)
 
 
+def test_cpu_offload_trains_the_same_model(tiny_dir, prompt_file, varied_reward, tmp_path):
+    """dist.cpu_offload keeps shards, gradients and optimizer states in CPU memory: on CPU ranks the same
+    arithmetic, so the same weights as without it."""
+    plain, offload = tmp_path / "plain", tmp_path / "offload"
+    _ok(run_cli("reinforce_pp", _overrides(tiny_dir, prompt_file, varied_reward, plain), ranks=2))
+    _ok(run_cli("reinforce_pp", _overrides(tiny_dir, prompt_file, varied_reward, offload, "dist.cpu_offload=true"),
+                ranks=2))
+    a, b = weights(plain), weights(offload)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0.02 * LR * STEPS, msg=name)
+
+
 def test_a_config_that_cannot_be_split_fails_on_every_rank_before_loading(tiny_dir, prompt_file, varied_reward,
                                                                           tmp_path):
     overrides = _overrides(tiny_dir, prompt_file, varied_reward, tmp_path / "r", "rollout.batch_size=3",

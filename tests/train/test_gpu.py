@@ -33,12 +33,14 @@ def test_rl_steps_on_cuda(make_config, tmp_path):
     assert all(torch.isfinite(t).all() for t in load_file(final / "model.safetensors").values())
 
 
-def test_torchrun_fsdp2_bf16_on_nccl(tiny_dir, prompt_file, tmp_path):
+@pytest.mark.parametrize("offload", ["false", "true"])
+def test_torchrun_fsdp2_bf16_on_nccl(offload, tiny_dir, prompt_file, tmp_path):
     out = tmp_path / "run"
     overrides = [
         f"model.policy={tiny_dir}", f"data.prompts={prompt_file}", "reward.function=reinforcepp.rewards.toy:target_char_share",
         "rollout.batch_size=4", "rollout.max_new_tokens=6", "train.batch_size=4", "train.micro_batch_size=2",
-        "train.num_steps=2", "ckpt.every=1", "device=cuda", "dist.mixed_precision=bfloat16", "log.progress=false",
+        "train.num_steps=2", "ckpt.every=1", "device=cuda", "dist.mixed_precision=bfloat16",
+        f"dist.cpu_offload={offload}", "log.progress=false",
         "log.tensorboard=false", f"output_dir={out}",
     ]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
