@@ -2,7 +2,7 @@
 
 Without torchrun (no WORLD_SIZE in the environment) every function is the identity of a 1-rank world,
 and nothing is initialized. Under ``torchrun --nproc-per-node N`` :func:`init` starts the default process
-group (gloo on CPU, NCCL on CUDA) with an explicit timeout, so a rank that stops answering fails the job
+group (gloo on CPU; NCCL for CUDA tensors, with gloo beside it for CPU ones) with an explicit timeout, so a rank that stops answering fails the job
 instead of hanging it; torchrun itself ends the job when a rank dies.
 """
 
@@ -73,7 +73,8 @@ def init(device: torch.device, timeout_s: float) -> None:
     """Join the process group torchrun set up (a no-op without torchrun or when already joined)."""
     if not launched() or initialized():
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    # on GPUs, gloo too: CPU tensors (offloaded shards and their gradient norms) need a CPU backend
+    backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
     torch_dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
                                   device_id=device if device.type == "cuda" else None)
 
@@ -85,7 +86,7 @@ def shutdown() -> None:
 
 def _device() -> torch.device:
     """Where collectives run: NCCL needs CUDA tensors, gloo takes CPU ones."""
-    if torch_dist.get_backend() == "nccl":
+    if "nccl" in torch_dist.get_backend():
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 

@@ -48,6 +48,16 @@ def checkpointing(model: torch.nn.Module, enabled: bool):
             layer.training = mode
 
 
+def compute_device(model: torch.nn.Module) -> torch.device:
+    """Where the model computes: its parameters' device, or for FSDP2 shards (offloaded to CPU memory or
+    not) the device of their mesh, where FSDP gathers them."""
+    param = next(model.parameters())
+    mesh = getattr(param, "device_mesh", None)
+    if mesh is not None and mesh.device_type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return param.device
+
+
 def policy_logprobs(
     model: torch.nn.Module, exp: Experience, temperature: float, *, with_entropy: bool = False,
     chunked: bool = False, autocast: str = "auto",
@@ -63,7 +73,7 @@ def policy_logprobs(
 
     Shapes: -> (logp [B, T] float32, entropy [B, T] float32 or None), on the model's device.
     """
-    device = next(model.parameters()).device
+    device = compute_device(model)
     B, T = exp.response_ids.shape
     tokens = exp.response_ids.to(device)
     head = plain_lm_head(model) if chunked or not torch.is_grad_enabled() else None
@@ -102,7 +112,7 @@ def plain_lm_head(model: torch.nn.Module) -> torch.nn.Linear | None:
 
 def critic_values(critic: torch.nn.Module, exp: Experience, *, autocast: str = "auto") -> torch.Tensor:
     """V_t: the critic's value of the state before response token t. Shapes: -> [B, T] float32."""
-    device = next(critic.parameters()).device
+    device = compute_device(critic)
     T = exp.response_ids.shape[1]
     inputs = exp.model_inputs(device)
     with autocast_for(device, autocast):
