@@ -8,7 +8,8 @@ torchrun, and print its tokens/s, step time and peak GPU memory. About 3-5 minut
 The run: 1 rank (FSDP2 on NCCL, bf16 compute with fp32 master weights and reductions), REINFORCE++ with k1 KL
 in the reward (reference model sharded too), ``--prompts`` prompts x 4 samples per step, ``--new-tokens`` new
 tokens (EOS masked: every response has that length), one optimizer step per RL step in micro-batches of 32,
-a toy reward (the first digit of the answer). Random weights: the timing is the point, not the learning.
+a reward that varies between samples (the share of the character "1" in the completion), so the update has
+gradients to apply. Random weights: the timing is the point, not the learning.
 """
 
 from __future__ import annotations
@@ -50,16 +51,19 @@ def run_tests() -> int:
 
 def fsdp_run(work: Path, args) -> dict:
     prompts = write_prompts(work / "prompts.jsonl", args.prompts * args.steps)
+    reward = work / "ones_share.py"
+    reward.write_text("def reward_func(completions, **kwargs):\n"
+                      "    return [c.count('1') / max(len(c), 1) for c in completions]\n")
     model = C.random_llama_dir(SMOL, cache=work / "models", prompts=prompts)
     out = work / "run"
     batch = args.prompts * 4
     overrides = [
         f"model.policy={model}", "model.dtype=float32", f"data.prompts={prompts}", "data.apply_chat_template=false",
-        "data.shuffle=false", "reward.function=reinforcepp.rewards.toy:leading_integer",
+        "data.shuffle=false", f"reward.function={reward}",
         f"rollout.batch_size={args.prompts}", "rollout.n_samples_per_prompt=4",
         f"rollout.max_new_tokens={args.new_tokens}", f"rollout.min_new_tokens={args.new_tokens}",
         f"train.batch_size={batch}", "train.micro_batch_size=32", f"train.num_steps={args.steps}",
-        "algo.kl.coef=0.001", "actor.optim.lr=1e-6", "device=cuda", "dist.mixed_precision=bfloat16",
+        "algo.kl.coef=0.001", "actor.optim.lr=1e-5", "device=cuda", "dist.mixed_precision=bfloat16",
         "log.progress=false", "log.tensorboard=false", f"output_dir={out}",
     ]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
@@ -82,6 +86,7 @@ def fsdp_run(work: Path, args) -> dict:
         "peak_gpu_mb": max(r.get("perf/peak_gpu_mb", float("nan")) for r in rows),
         "reward_mean": [r["reward/mean"] for r in rows],
         "kl": [r.get("kl") for r in rows],
+        "grad_norm": [r.get("actor/grad_norm") for r in rows],
     }
 
 
@@ -112,7 +117,7 @@ def main(argv=None) -> int:
         ["peak GPU memory", f"{result['peak_gpu_mb']:.0f} MiB"],
         ["wall time of the torchrun job", f"{result['wall_s']:.0f} s"],
     ]))
-    print("reward/mean per step:", result["reward_mean"], "kl:", result["kl"])
+    print("reward/mean per step:", result["reward_mean"], "kl:", result["kl"], "grad norm:", result["grad_norm"])
     C.write_json(args.json_out, {"tests_rc": tests_rc, **result})
     return tests_rc
 

@@ -14,6 +14,7 @@ from .advantages import (
     shape_rewards,
     token_rewards,
 )
+from .dtypes import compute_dtype
 from .kl import KL_ESTIMATORS, kl_estimate
 from .lm_head import head_logprobs
 from .logprobs import token_logprobs
@@ -38,6 +39,7 @@ __all__ = [
     "aggregate",
     "bradley_terry_loss",
     "compute_advantages",
+    "compute_dtype",
     "discounted_returns",
     "entropy_from_logits",
     "gae",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from .dtypes import compute_dtype
 from .masked import masked_whiten
 
 ESTIMATORS = ("reinforce_pp", "reinforce_pp_baseline", "grpo", "dr_grpo", "rloo", "remax", "gae")
@@ -121,7 +122,7 @@ def token_rewards(
     Shapes: scores [B], mask [B, T], kl [B, T] or None -> [B, T].
     """
     valid = mask.bool()
-    dtype = torch.promote_types(scores.dtype, torch.float32)
+    dtype = compute_dtype(scores)
     out = torch.where(last_token_mask(valid), scores.to(dtype)[:, None], 0.0)
     if kl is not None and kl_coef != 0.0:
         if kl.shape != mask.shape:

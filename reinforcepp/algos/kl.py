@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from .dtypes import compute_dtype
+
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
@@ -25,13 +27,14 @@ def kl_estimate(
 
     d = logp - ref_logp;  "k1": d;  "k2": d^2 / 2;  "k3": exp(-d) - 1 + d.
 
-    Computed in float32. Gradients flow through ``logp`` (and ``ref_logp``) as autograd sees them;
-    detach the inputs for the KL-in-reward placement. ``clamp`` bounds the result to [-clamp, clamp]
-    (OpenRLHF uses 10) so a single extreme token cannot dominate; None leaves it exact.
+    Computed in float32 (float64 if an input is). Gradients flow through ``logp`` (and ``ref_logp``) as
+    autograd sees them; detach the inputs for the KL-in-reward placement. ``clamp`` bounds the result to
+    [-clamp, clamp] (OpenRLHF uses 10) so a single extreme token cannot dominate; None leaves it exact.
 
-    Shapes: logp [B, T], ref_logp [B, T] -> [B, T] float32.
+    Shapes: logp [B, T], ref_logp [B, T] -> [B, T], float32 or float64.
     """
-    d = logp.float() - ref_logp.float()
+    dtype = compute_dtype(logp, ref_logp)
+    d = logp.to(dtype) - ref_logp.to(dtype)
     if estimator == "k1":
         kl = d
     elif estimator == "k2":

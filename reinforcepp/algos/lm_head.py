@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from .dtypes import compute_dtype
 from .logprobs import token_logprobs
 from .losses import entropy_from_logits
 
@@ -36,7 +37,8 @@ def head_logprobs(
 
     Differentiable in ``hidden`` and ``weight``; the backward recomputes each chunk's logits.
 
-    Shapes: hidden [N, H], weight [V, H], tokens [N] (int64) -> (log pi [N] float32, H [N] float32 or None).
+    Shapes: hidden [N, H], weight [V, H], tokens [N] (int64) -> (log pi [N], H [N] or None), float32 (float64
+    for float64 inputs).
     ``chunk_rows`` defaults to about ``CHUNK_ELEMENTS`` logits per chunk.
     """
     if temperature <= 0:
@@ -50,8 +52,9 @@ def head_logprobs(
 
 
 def _sampling_logits(head_out: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The LM head's output (h W^T, in the inputs' dtype as nn.Linear gives it) -> float32 / temperature."""
-    z = head_out.float()
+    """The LM head's output (h W^T, in the inputs' dtype as nn.Linear gives it) -> float32 (float64 stays),
+    divided by the temperature."""
+    z = head_out.to(compute_dtype(head_out))
     return z / temperature if temperature != 1.0 else z
 
 
@@ -60,8 +63,9 @@ class _HeadLogprobs(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, hidden, weight, tokens, temperature, with_entropy, rows):
         n = hidden.shape[0]
-        logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
-        entropy = torch.empty(n, dtype=torch.float32, device=hidden.device) if with_entropy else None
+        dtype = compute_dtype(hidden, weight)
+        logp = torch.empty(n, dtype=dtype, device=hidden.device)
+        entropy = torch.empty(n, dtype=dtype, device=hidden.device) if with_entropy else None
         for s in range(0, n, rows):
             z = _sampling_logits(torch.mm(hidden[s : s + rows], weight.t()), temperature)
             logp[s : s + rows] = token_logprobs(z, tokens[s : s + rows])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from .dtypes import compute_dtype
 from .kl import kl_estimate
 from .masked import masked_mean, masked_sum
 
@@ -175,9 +176,9 @@ def kl_loss(
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Token entropy H_t = -sum_v p_v log p_v = logsumexp(z) - sum_v p_v z_v, with p = softmax(z).
 
-    Shapes: logits [B, T, V] -> [B, T] float32.
+    Shapes: logits [B, T, V] -> [B, T], float32 (float64 for float64 input).
     """
-    z = logits.float()
+    z = logits.to(compute_dtype(logits))
     p = torch.softmax(z, dim=-1)
     return torch.logsumexp(z, dim=-1) - (p * z).sum(dim=-1)
 
@@ -205,7 +206,7 @@ def sft_loss(
             f"sft_loss: logits {tuple(logits.shape)}, targets {tuple(targets.shape)} and mask "
             f"{tuple(mask.shape)} must agree on [B, T]"
         )
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32; fp64 stays
+    logits = logits.to(compute_dtype(logits))
     nll = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long(), reduction="none"
     ).view(targets.shape)  # [B, T]
@@ -234,7 +235,7 @@ def bradley_terry_loss(
             f"bradley_terry_loss: chosen {tuple(chosen_rewards.shape)} and rejected "
             f"{tuple(rejected_rewards.shape)} must both be [B]"
         )
-    dtype = torch.promote_types(torch.promote_types(chosen_rewards.dtype, rejected_rewards.dtype), torch.float32)
+    dtype = compute_dtype(chosen_rewards, rejected_rewards)
     margin = chosen_rewards.to(dtype) - rejected_rewards.to(dtype)  # [B]
     denom = margin.numel() if num_pairs is None else num_pairs
     loss = -torch.nn.functional.logsigmoid(margin).sum() / torch.as_tensor(denom, dtype=margin.dtype).clamp(min=1.0)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .dtypes import compute_dtype
+
 # Variance floor of the global whitening: std >= 1e-4 (OpenRLHF's `clamp(var, min=1e-8)`).
 WHITEN_VAR_FLOOR = 1e-8
 
@@ -42,7 +44,7 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = Tru
 
     Shapes: x [B, T], mask [B, T] -> [B, T], float32 (float64 for float64 input).
     """
-    x32 = x.to(torch.promote_types(x.dtype, torch.float32))
+    x32 = x.to(compute_dtype(x))
     mu = masked_mean(x32, mask)
     var = masked_var(x32, mask)
     centred = x32 - mu if shift_mean else x32

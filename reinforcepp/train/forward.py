@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from reinforcepp.algos import entropy_from_logits, head_logprobs, token_logprobs
+from reinforcepp.algos import compute_dtype, entropy_from_logits, head_logprobs, token_logprobs
 
 from .experience import Experience
 
@@ -71,7 +71,8 @@ def policy_logprobs(
     Entropy is that of the sampling distribution softmax(z / temperature). ``autocast``: train.autocast
     (:func:`autocast_dtype`).
 
-    Shapes: -> (logp [B, T] float32, entropy [B, T] float32 or None), on the model's device.
+    Shapes: -> (logp [B, T], entropy [B, T] or None), float32 (float64 for a float64 model), on the model's
+    device.
     """
     device = compute_device(model)
     B, T = exp.response_ids.shape
@@ -85,7 +86,7 @@ def policy_logprobs(
                                           with_entropy=with_entropy)
             return logp.view(B, T), None if entropy is None else entropy.view(B, T)
         logits = model(**exp.model_inputs(device), use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
-    logits = logits.float()  # [B, T, V]
+    logits = logits.to(compute_dtype(logits))  # [B, T, V]
     if temperature != 1.0:
         logits = logits / temperature
     logp = token_logprobs(logits, tokens)

@@ -10,6 +10,9 @@ from reinforcepp.testing import tiny_model
 from reinforcepp.train.forward import plain_lm_head, policy_logprobs
 
 B, LP, T, V = 6, 5, 7, 40
+# Llama models here are float64 (the package keeps float64 throughout): the fused and the plain path sum in
+# another order, which moves log-probs, entropies and gradients by ~1e-15; float32 would move them by ~1e-6.
+FLOAT64_TOL = dict(rtol=0, atol=1e-12)
 
 
 def random_experience(seed):
@@ -18,18 +21,18 @@ def random_experience(seed):
 
 def own_forward(model, exp, temperature):
     """The model's forward with logits for every position, then the package's formulas."""
-    logits = model(**exp.model_inputs("cpu"), use_cache=False).logits[:, -T - 1 : -1].float() / temperature
+    logits = model(**exp.model_inputs("cpu"), use_cache=False).logits[:, -T - 1 : -1] / temperature
     return token_logprobs(logits, exp.response_ids), entropy_from_logits(logits)
 
 
 @pytest.mark.parametrize("chunked", [False, True])
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 def test_llama_path_equals_the_models_own_forward(temperature, chunked):
-    model = tiny_model(V).train()
+    model = tiny_model(V).double().train()
     assert plain_lm_head(model) is model.lm_head
     exp = random_experience(3)
     g = torch.Generator().manual_seed(1)
-    g_logp, g_ent = torch.randn(exp.response_ids.shape, generator=g), torch.randn(exp.response_ids.shape, generator=g)
+    g_logp, g_ent = (torch.randn(exp.response_ids.shape, generator=g, dtype=torch.float64) for _ in range(2))
 
     def grads(logp, ent):
         loss = (logp * g_logp * exp.response_mask).sum() + (ent * g_ent * exp.response_mask).sum()
@@ -40,21 +43,21 @@ def test_llama_path_equals_the_models_own_forward(temperature, chunked):
     logp, ent = policy_logprobs(model, exp, temperature, with_entropy=True, chunked=chunked)
     got = grads(logp, ent)
     assert logp.shape == ent.shape == exp.response_ids.shape
-    torch.testing.assert_close(logp, want_logp, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ent, want_ent, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logp, want_logp, **FLOAT64_TOL)
+    torch.testing.assert_close(ent, want_ent, **FLOAT64_TOL)
     for a, b in zip(got, want):  # the tied embedding / LM head included
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a, b, **FLOAT64_TOL)
     assert max(a.abs().max() for a in got) > 0
 
 
 def test_without_gradient_equals_the_models_own_forward():
-    model = tiny_model(V)
+    model = tiny_model(V).double()
     exp = random_experience(5)
     with torch.no_grad():
         logp, ent = policy_logprobs(model, exp, 0.8, with_entropy=True)
         want_logp, want_ent = own_forward(model, exp, 0.8)
-    torch.testing.assert_close(logp, want_logp, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ent, want_ent, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logp, want_logp, **FLOAT64_TOL)
+    torch.testing.assert_close(ent, want_ent, **FLOAT64_TOL)
 
 
 def test_other_models_take_their_own_forward():

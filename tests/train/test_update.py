@@ -1,4 +1,8 @@
-"""The update phase: the micro-batch size never changes the gradient of an optimizer step."""
+"""The update phase: the micro-batch size never changes the gradient of an optimizer step.
+
+Model and experience are float64: the claims are exact, and in float64 a different summation order
+(another split, CPU, thread count or kernel) moves a step by ~1e-16, where float32 moved it by ~1e-7.
+"""
 
 import copy
 
@@ -8,15 +12,30 @@ import torch
 from reinforcepp.config import load_config
 from reinforcepp.testing import random_experience as make_random_experience
 from reinforcepp.testing import tiny_model
+from reinforcepp.train import update
 from reinforcepp.train.forward import policy_logprobs
 from reinforcepp.train.update import Optimization, shuffled_orders, update_actor
 
 B, LP, T, V = 8, 5, 7, 48
+# Steps here are <= 0.35 and differ by <= 2.2e-16 between micro-batch splits (measured on 3 CPU code paths):
+# 1e-12 leaves 4,000x headroom, and a per-micro-batch normalizer still fails it (the control below).
+STEP_ATOL = 1e-12
+
+
+def float64_model():
+    return tiny_model(V).double()
 
 
 def random_experience(seed=0):
     # uneven prompt and response lengths, so token counts differ per micro-batch
-    return make_random_experience(B, LP, T, V, seed)
+    exp = make_random_experience(B, LP, T, V, seed)
+    exp.advantages, exp.ref_logp = exp.advantages.double(), exp.ref_logp.double()
+    return exp
+
+
+def noisy_old_logp(logp, exp):
+    """log pi_old a little off log pi: ratios != 1, so clipping is active."""
+    return logp.detach() + 0.05 * torch.randn(B, T, dtype=torch.float64) * exp.response_mask
 
 
 def one_sgd_step(model, exp, cfg):
@@ -30,28 +49,50 @@ def one_sgd_step(model, exp, cfg):
     return [b - p.detach() for b, p in zip(before, model.parameters())]
 
 
-@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
-def test_micro_batch_size_does_not_change_the_gradient(agg):
-    model = tiny_model(V)
+def assert_same_step(a, b):
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=0, atol=STEP_ATOL)
+
+
+def micro_batch_steps(agg, micro_sizes=(1, 2, 4)):
+    """The step of the whole batch, then the steps with each micro-batch size."""
+    model = float64_model()
     exp = random_experience()
     with torch.no_grad():
-        logp, _ = policy_logprobs(model, exp, 1.0)
-    exp.old_logp = logp.detach() + 0.05 * torch.randn(B, T) * exp.response_mask  # ratios != 1: clipping active
+        exp.old_logp = noisy_old_logp(policy_logprobs(model, exp, 1.0)[0], exp)
     overrides = ["rollout.batch_size=8", "train.batch_size=8", f"algo.loss.agg={agg}", "algo.kl.placement=loss",
                  "algo.kl.estimator=k3", "algo.kl.coef=0.1", "algo.loss.entropy_coef=0.01"]
-    whole = one_sgd_step(model, exp, load_config(None, [*overrides, "train.micro_batch_size=8"]))
-    for micro in (1, 2, 4):
-        split = one_sgd_step(model, exp, load_config(None, [*overrides, f"train.micro_batch_size={micro}"]))
-        for a, b in zip(whole, split):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    return [one_sgd_step(model, exp, load_config(None, [*overrides, f"train.micro_batch_size={micro}"]))
+            for micro in (8, *micro_sizes)]
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_micro_batch_size_does_not_change_the_gradient(agg):
+    whole, *splits = micro_batch_steps(agg)
+    for split in splits:
+        assert_same_step(whole, split)
     assert max(d.abs().max() for d in whole) > 0  # the step did something
+
+
+def test_per_micro_batch_normalization_fails_the_invariance_check(monkeypatch):
+    """The control: with each micro-batch dividing by its own token count (the bug the global normalizer
+    prevents), the check above fails; without this it would prove nothing."""
+
+    def per_micro_batch(loss_fn):
+        return lambda *args, **kwargs: loss_fn(*args, **{**kwargs, "num_tokens": None, "num_seqs": None})
+
+    for name in ("policy_loss", "kl_loss", "aggregate"):
+        monkeypatch.setattr(update, name, per_micro_batch(getattr(update, name)))
+    whole, split = micro_batch_steps("token-mean", micro_sizes=(2,))
+    with pytest.raises(AssertionError):
+        assert_same_step(whole, split)
 
 
 @pytest.mark.parametrize("micro", [8, 2])
 def test_single_pass_takes_old_logp_from_its_own_forward(micro):
     """One epoch of one mini-batch: log pi_old from the update's forward gives the step (and the old
     log-probs) that a separate no-grad forward gives."""
-    model = tiny_model(V)
+    model = float64_model()
     overrides = ["rollout.batch_size=8", "train.batch_size=8", f"train.micro_batch_size={micro}",
                  "algo.kl.placement=loss", "algo.kl.estimator=k3", "algo.kl.coef=0.1"]
     cfg = load_config(None, overrides)
@@ -60,10 +101,11 @@ def test_single_pass_takes_old_logp_from_its_own_forward(micro):
         separate.old_logp = policy_logprobs(model, separate, 1.0)[0] * separate.response_mask
     reused = random_experience()
     expected, got = one_sgd_step(model, separate, cfg), one_sgd_step(model, reused, cfg)
-    torch.testing.assert_close(reused.old_logp, separate.old_logp, rtol=0, atol=1e-6)
+    # the update stores log pi_old in float32, as the loop's experience: both sides are float32 roundings of
+    # float64 values ~1e-15 apart, so at most one ulp apart (< 1e-6 for |logp| < 16)
+    torch.testing.assert_close(reused.old_logp, separate.old_logp.float(), rtol=0, atol=1e-6)
     assert (reused.old_logp[reused.response_mask == 0] == 0).all()
-    for a, b in zip(expected, got):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    assert_same_step(expected, got)
     assert max(d.abs().max() for d in got) > 0
 
 
@@ -76,13 +118,12 @@ def test_old_logp_is_required_when_the_policy_moves_during_the_update():
 
 
 def test_chunked_logprobs_give_the_same_step():
-    model = tiny_model(V)
+    model = float64_model()
     exp = random_experience(7)
-    exp.old_logp = exp.ref_logp + 0.05 * torch.randn(B, T) * exp.response_mask
+    exp.old_logp = noisy_old_logp(exp.ref_logp, exp)
     overrides = ["rollout.batch_size=8", "train.batch_size=8", "train.micro_batch_size=4", "algo.kl.placement=loss",
                  "algo.kl.estimator=k3", "algo.kl.coef=0.1", "algo.loss.entropy_coef=0.01"]
     plain = one_sgd_step(model, exp, load_config(None, overrides))
     chunked = one_sgd_step(model, exp, load_config(None, [*overrides, "train.chunked_logprobs=true"]))
-    for a, b in zip(plain, chunked):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    assert_same_step(plain, chunked)
     assert max(d.abs().max() for d in plain) > 0
