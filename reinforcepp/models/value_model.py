@@ -89,7 +89,8 @@ class ValueModel(nn.Module):
         hidden = self.backbone(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state  # [B, L, H]
-        values = self.value_head(hidden).squeeze(-1).float()  # [B, L]
+        # a new tensor, not a view of the head's output: FSDP2 cannot hook a view's in-place changes (and warns)
+        values = self.value_head(hidden).squeeze(-1).float().clone()  # [B, L]
         if normalize:
             values = (values - self.mean) / self.std
         return values
