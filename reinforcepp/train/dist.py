@@ -92,23 +92,22 @@ def _device() -> torch.device:
 
 
 @_timed
+def _all_reduce(local: torch.Tensor, op) -> torch.Tensor:
+    if not initialized():
+        return local
+    out = local.detach().to(_device(), copy=True)
+    torch_dist.all_reduce(out, op=op)
+    return out.to(local.device)
+
+
 def global_sum(local: torch.Tensor) -> torch.Tensor:
     """Sum of ``local`` over data-parallel ranks (on ``local``'s device and dtype)."""
-    if not initialized():
-        return local
-    out = local.detach().to(_device(), copy=True)
-    torch_dist.all_reduce(out, op=torch_dist.ReduceOp.SUM)
-    return out.to(local.device)
+    return _all_reduce(local, torch_dist.ReduceOp.SUM)
 
 
-@_timed
 def global_max(local: torch.Tensor) -> torch.Tensor:
     """Elementwise max of ``local`` over data-parallel ranks."""
-    if not initialized():
-        return local
-    out = local.detach().to(_device(), copy=True)
-    torch_dist.all_reduce(out, op=torch_dist.ReduceOp.MAX)
-    return out.to(local.device)
+    return _all_reduce(local, torch_dist.ReduceOp.MAX)
 
 
 @_timed

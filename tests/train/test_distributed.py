@@ -77,8 +77,10 @@ def metrics(run_dir: Path) -> list[dict]:
 @pytest.mark.parametrize("preset", ["reinforce_pp", "grpo", "ppo"])
 def test_two_ranks_train_the_model_one_process_trains(preset, tiny_dir, prompt_file, varied_reward, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    _ok(run_cli(preset, _overrides(tiny_dir, prompt_file, varied_reward, one), ranks=0))
-    result = _ok(run_cli(preset, _overrides(tiny_dir, prompt_file, varied_reward, two), ranks=2))
+    # GRPO also evaluates (rank 0 alone, on the sampler's replica) and logs each prompt's rewards
+    extra = [f"data.eval_prompts={prompt_file}", "train.eval_every=1", "log.prompt_rewards=true"] if preset == "grpo" else []
+    _ok(run_cli(preset, _overrides(tiny_dir, prompt_file, varied_reward, one, *extra), ranks=0))
+    result = _ok(run_cli(preset, _overrides(tiny_dir, prompt_file, varied_reward, two, *extra), ranks=2))
     assert result.stdout.count("final model:") == 1  # rank 0 alone reports
 
     start, a, b = load_file(Path(tiny_dir) / "model.safetensors"), weights(one), weights(two)
@@ -88,12 +90,21 @@ def test_two_ranks_train_the_model_one_process_trains(preset, tiny_dir, prompt_f
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=0.02 * LR * STEPS, msg=name)
     rows_one, rows_two = metrics(one), metrics(two)
-    assert [r["step"] for r in rows_two] == list(range(1, STEPS + 1))  # one row per step: rank 0 alone writes
+    first = 0 if preset == "grpo" else 1  # step 0: the evaluation before training
+    assert [r["step"] for r in rows_two] == list(range(first, STEPS + 1))  # one row per step: rank 0 alone writes
+    if preset == "grpo":
+        assert rows_one[0]["eval/greedy/reward_mean"] == rows_two[0]["eval/greedy/reward_mean"]
+        rows_one, rows_two = rows_one[1:], rows_two[1:]
     for r1, r2 in zip(rows_one, rows_two):
         assert r1["reward/mean"] == r2["reward/mean"]  # the same samples, scored over the global batch
         assert r1["response_length/mean"] == r2["response_length/mean"]
         for key in ("advantages/std", "actor/grad_norm", "actor/pg_loss"):
             assert r2[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-6), key
+        if preset == "grpo":
+            assert r1["eval/greedy/reward_mean"] == r2["eval/greedy/reward_mean"]  # the same greedy answers
+    if preset == "grpo":
+        prompt_rewards = [(d / "prompt_rewards.jsonl").read_text() for d in (one, two)]
+        assert prompt_rewards[0] == prompt_rewards[1] and prompt_rewards[0]
     if preset == "ppo":
         critic_one, critic_two = (load_file(d / "final_critic" / "model.safetensors") for d in (one, two))
         for name in critic_one:
