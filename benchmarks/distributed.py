@@ -3,6 +3,7 @@ memory FSDP2 saves per rank.
 
     .venv/bin/python benchmarks/distributed.py speed  [--repeats 3]   # the demo's RL workload, alternating
     .venv/bin/python benchmarks/distributed.py memory                 # SmolLM2-135M's shape, 1 vs 2 ranks
+    .venv/bin/python benchmarks/distributed.py lora                   # the same, 1 process: full vs LoRA r=16
 
 speed: REINFORCE++ on the 4.2M-parameter base model of ../shared/bench (the demo's model size), 128 prompts x 1
 sample, 32 new tokens (EOS masked), mini-batches of 64, 6 steps (the first left out); the same config in one
@@ -16,6 +17,10 @@ with 1 and then 2 ranks (1 thread each). Printed per rank: perf/model_state_mb (
 rank holds: its FSDP2 shards) and the peak RSS of the largest rank (which also holds the sampler's full replica
 of the policy and the libraries). Then one process (2 threads) with 128 new tokens, train.gradient_checkpointing
 off and on: the peak RSS.
+
+lora: the memory workload in one process (2 threads), full fine-tuning against model.lora (rank 16, all linear
+layers; the reference is then the policy with its adapters off instead of a second copy). Printed: weights +
+optimizer states, the peak RSS, and the median step and rollout time.
 """
 
 from __future__ import annotations
@@ -83,17 +88,22 @@ def speed(args) -> dict:
     return {"workload": w, "runs": results, "medians": med}
 
 
-def memory(args) -> dict:
+def memory_workload(args) -> list[str]:
+    """SmolLM2-135M's shape, 8 prompts x 1 sample, 8 new tokens, 2 steps, KL in the reward (a reference)."""
     prompts = args.work / "prompts.jsonl"
     prompts.parent.mkdir(parents=True, exist_ok=True)
     prompts.write_text("".join(json.dumps({"prompt": f"{i}+{i}=", "answer": str(2 * i)}) + "\n" for i in range(64)))
     model = C.random_llama_dir(SMOL, prompts=prompts)
-    overrides = [
+    return [
         f"model.policy={model}", "model.dtype=float32", f"data.prompts={prompts}", "data.apply_chat_template=false",
         "reward.function=reinforcepp.rewards.toy:leading_integer", "rollout.batch_size=8", "rollout.max_new_tokens=8",
         "rollout.min_new_tokens=8", "train.batch_size=8", "train.micro_batch_size=4", "train.num_steps=2",
         "algo.kl.coef=0.001", "device=cpu", "log.progress=false", "log.tensorboard=false", "ckpt.every=0",
     ]
+
+
+def memory(args) -> dict:
+    overrides = memory_workload(args)
     out = {}
     for ranks in (1, 2):
         last = run(overrides, args.work / f"memory-{ranks}", ranks)[-1]
@@ -111,15 +121,29 @@ def memory(args) -> dict:
     return out
 
 
+def lora(args) -> dict:
+    overrides = memory_workload(args)
+    out = {}
+    for name, extra in (("full", []), ("lora", ["model.lora.rank=16"])):
+        rows = run([*overrides, *extra], args.work / f"lora-{name}", 0)
+        out[name] = {"model_state_mb": rows[-1]["perf/model_state_mb"], "peak_rss_mb": rows[-1]["perf/peak_rss_mb"],
+                     "step_s": statistics.median(r["timing/step"] for r in rows),
+                     "rollout_s": statistics.median(r["timing/rollout"] for r in rows)}
+    print(C.md_table(["fine-tuning", "weights + optimizer states (MiB)", "peak RSS (MiB)", "step (s)", "rollout (s)"],
+                     [[k, f"{v['model_state_mb']:.0f}", f"{v['peak_rss_mb']:.0f}", f"{v['step_s']:.2f}",
+                       f"{v['rollout_s']:.2f}"] for k, v in out.items()]))
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["speed", "memory"])
+    ap.add_argument("mode", choices=["speed", "memory", "lora"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", type=Path, default=C.DEFAULT_WORK / "distributed")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args(argv)
     C.print_header(f"torchrun on CPU: {args.mode}")
-    result = speed(args) if args.mode == "speed" else memory(args)
+    result = {"speed": speed, "memory": memory, "lora": lora}[args.mode](args)
     C.write_json(args.json_out, {"argv": sys.argv, **result})
 
 

@@ -18,6 +18,7 @@ def cross_field_problems(cfg: Config) -> list[str]:
         *_kl_placement(cfg),
         *_critic_usage(cfg),
         *_reference_dtype(cfg),
+        *_lora(cfg),
         *_unused_settings(cfg),
     ]
 
@@ -103,6 +104,25 @@ def _reference_dtype(cfg: Config) -> list[str]:
             "does not compute as the bfloat16 policy (the KL is not 0 at step 0); use 'auto' (the policy's dtype)"
         ]
     return []
+
+
+def _lora(cfg: Config) -> list[str]:
+    m = cfg.model
+    if m.lora is None:
+        return []
+    problems = []
+    if m.lora.dropout > 0:
+        problems.append(
+            f"model.lora.dropout: {m.lora.dropout}, but RL runs the policy in eval mode (the model that is updated "
+            "is the one that sampled), where dropout never applies; leave it at 0"
+        )
+    if m.reference is None and m.reference_dtype != "auto" and cfg.algo.kl.coef > 0:
+        problems.append(
+            f"model.reference_dtype: {m.reference_dtype!r}, but with model.lora and no model.reference the "
+            "reference is the policy's own base weights with the adapters off (no second copy), in the policy's "
+            "dtype; remove it, or set model.reference to load a separate reference"
+        )
+    return problems
 
 
 def _unused_settings(cfg: Config) -> list[str]:

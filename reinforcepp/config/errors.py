@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -55,8 +56,16 @@ def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     model = root
     for part in loc:
         field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        model = section_model(field.annotation if field else None)
+        if model is None:
             return None
-        model = annotation
     return model
+
+
+def section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section class of a field: ``Section`` or an optional ``Section | None`` (off when None); None for
+    a setting."""
+    members = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], BaseModel):
+        return members[0]
+    return None

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from reinforcepp.config.errors import ConfigError
+from reinforcepp.config.errors import ConfigError, section_model
 from reinforcepp.config.schema import Config, validate_config
 
 
@@ -61,7 +61,9 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         raise ConfigError(f"override {override!r}: the value is not valid YAML: {exc}") from None
     node = data
     for depth, part in enumerate(parts[:-1], start=1):
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or an optional section that is off (null): setting a key turns it on
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             prefix = ".".join(parts[:depth])
             raise ConfigError(f"override {override!r}: {prefix} is {node!r}, not a section with keys")
@@ -75,7 +77,7 @@ def _reject_setting_as_section(override: str, parts: list[str]) -> None:
         field = model.model_fields.get(part)
         if field is None:
             return  # an unknown key: validation reports it with a did-you-mean hint
-        section = field.annotation
-        if not (isinstance(section, type) and issubclass(section, BaseModel)):
+        section = section_model(field.annotation)
+        if section is None:
             raise ConfigError(f"override {override!r}: {'.'.join(parts[:depth])} is a setting, not a section")
         model = section

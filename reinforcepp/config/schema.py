@@ -33,6 +33,33 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class LoRAConfig(_Section):
+    """LoRA adapters on the policy (peft): only the adapters train; the frozen base weights are the KL reference."""
+
+    rank: PositiveInt = Field(16, description="Rank r of each adapter (B @ A, A: r x in, B: out x r).")
+    alpha: PositiveFloat = Field(32.0, description="Scale numerator: the adapter adds (alpha / rank) * B @ A x.")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout on the adapters' input. Must stay 0: RL runs the policy in eval mode "
+        "(the model that is updated is the one that sampled), where dropout never applies.",
+    )
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description="Modules that get adapters: 'all-linear' = every linear layer but the LM head (the default of "
+        "TRL, verl and OpenRLHF; for Llama/Qwen: q/k/v/o_proj and gate/up/down_proj), or a list of module names "
+        "(peft matches a name against the end of each module's path), e.g. [q_proj, v_proj].",
+    )
+
+    @field_validator("target_modules", mode="plain")
+    @classmethod
+    def _all_linear_or_names(cls, value: Any) -> str | list[str]:
+        # One plain check: a union would report a bad value once per member type.
+        if value == "all-linear":
+            return value
+        if isinstance(value, list) and value and all(isinstance(name, str) and name for name in value):
+            return value
+        raise ValueError("expected 'all-linear' or a non-empty list of module names, e.g. [q_proj, v_proj]")
+
+
 class ModelConfig(_Section):
     policy: str = Field("", description="Policy model: HF hub id or local directory.")
     reference: str | None = Field(None, description="Reference model for the KL term; None = the policy.")
@@ -52,6 +79,13 @@ class ModelConfig(_Section):
         "then not exactly 0 at step 0.",
     )
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
+    lora: LoRAConfig | None = Field(
+        None,
+        description="Train LoRA adapters instead of every policy weight (needs peft: pip install "
+        "'reinforcepp[lora]'); None = full fine-tuning. Without model.reference the KL reference is the policy "
+        "with its adapters off (no second copy); PPO's critic is a separate model, trained in full. The final "
+        "export writes the merged model to final/ and the adapter to final/adapter/.",
+    )
 
 
 class DataConfig(_Section):

@@ -3,6 +3,10 @@
 A lean re-implementation of the decoder's forward on the model's own parameters (no copies, so the
 engine always sees the policy's current weights) over a preallocated KV cache; see torch_engine.py's
 docstring. Checked against the HF forward in tests/rollout.
+
+LoRA (a peft model): each projection with an active adapter adds ``scale * B @ (A @ x)`` to ``W @ x``, from
+the adapter's own weights, as peft's forward does (the sum in another order: equal to float rounding);
+peft's variants (DoRA, merged or mixed-dtype adapters) fall back to the model's own forward.
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ _FAST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 _PREFILL_TOKENS = 8192  # packed prompt tokens per prefill chunk
 _PREFILL_ATTN = 1 << 24  # prompts x Lp^2 attention scores per prefill chunk
 _STATIC_ROPE_TYPES = {"default", "linear", "llama3", "yarn"}
+
+
+@dataclass
+class _LowRank:
+    """One LoRA adapter of a projection: it adds scale * B @ (A @ x)."""
+
+    a: torch.Tensor  # [rank, in]
+    b: torch.Tensor  # [out, rank]
+    scale: float
 
 
 @dataclass
@@ -44,10 +57,66 @@ class _Layer:
     eps1: float
     eps2: float
     qk_eps: float
+    low: dict[str, tuple[_LowRank, ...]]  # projection name (q k v o g u d) -> its active LoRA adapters
 
 
 def _is_plain_linear(module: Any) -> bool:
     return type(module) is torch.nn.Linear
+
+
+def unwrap_peft(model: Any) -> Any:
+    """The transformers model inside a PEFT wrapper (its layers carry the adapters, and its forward, unlike the
+    wrapper's, declares position_ids and logits_to_keep); any other model as it is. Duck-typed: peft is an
+    optional dependency."""
+    return model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+
+
+def _is_lora_linear(module: Any) -> bool:
+    """A peft LoRA layer around a plain nn.Linear."""
+    return hasattr(module, "lora_A") and _is_plain_linear(getattr(module, "base_layer", None))
+
+
+def _active_adapters(module: Any) -> list[str]:
+    """The adapters a peft LoRA layer adds in its forward now (none while switched off)."""
+    if module.disable_adapters:
+        return []
+    return [name for name in module.active_adapters if name in module.lora_A]
+
+
+def _lora_unsupported_reason(module: Any) -> str | None:
+    """None if the fast path computes the peft LoRA layer ``module`` as its forward does, else why not."""
+    if module.merged or getattr(module, "fan_in_fan_out", False):
+        return "merged or transposed (fan_in_fan_out) LoRA weights"
+    weight = module.base_layer.weight
+    for name in _active_adapters(module):
+        a, b = module.lora_A[name], module.lora_B[name]
+        if name in getattr(module, "lora_variant", {}) or module.use_dora.get(name, False):
+            return f"LoRA variant (e.g. DoRA) in adapter {name!r}"
+        if not (_is_plain_linear(a) and _is_plain_linear(b)) or a.bias is not None or b.bias is not None:
+            return f"LoRA adapter {name!r} is not two bias-free nn.Linear"
+        if a.weight.dtype != weight.dtype or b.weight.dtype != weight.dtype:
+            return f"LoRA adapter {name!r} in {a.weight.dtype}, the base weights in {weight.dtype}"
+        if type(module.lora_dropout[name]) not in (torch.nn.Identity, torch.nn.Dropout):  # identity in eval mode
+            return f"LoRA adapter {name!r} has an unknown dropout module"
+    return None
+
+
+def _linear_unsupported_reason(module: Any) -> str | None:
+    if _is_plain_linear(module):
+        return None
+    if _is_lora_linear(module):
+        return _lora_unsupported_reason(module)
+    return "not an nn.Linear"
+
+
+def _projection(module: Any) -> tuple[torch.Tensor, torch.Tensor | None, tuple[_LowRank, ...]]:
+    """(weight, bias, active LoRA adapters) of a plain or LoRA linear layer, the model's own tensors."""
+    if _is_plain_linear(module):
+        return module.weight, module.bias, ()
+    base = module.base_layer
+    low = tuple(_LowRank(module.lora_A[name].weight, module.lora_B[name].weight, float(module.scaling[name]))
+                for name in _active_adapters(module))
+    return base.weight, base.bias, low
 
 
 def _is_rmsnorm(module: Any) -> bool:
@@ -64,7 +133,9 @@ def _eps(module: Any) -> float:
 
 
 def fast_path_unsupported_reason(model: Any, max_length: int | None = None) -> str | None:
-    """None if the Llama-family fast path can run ``model`` (sequences up to ``max_length`` tokens), else why not."""
+    """None if the Llama-family fast path can run ``model`` (sequences up to ``max_length`` tokens; a PEFT
+    model: its inner model, :func:`unwrap_peft`), else why not."""
+    model = unwrap_peft(model)
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type not in _FAST_MODEL_TYPES:
@@ -93,12 +164,12 @@ def fast_path_unsupported_reason(model: Any, max_length: int | None = None) -> s
         attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
         if attn is None or mlp is None:
             return "decoder layer without self_attn/mlp"
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            if not _is_plain_linear(getattr(attn, name, None)):
-                return f"self_attn.{name} is not an nn.Linear"
-        for name in ("gate_proj", "up_proj", "down_proj"):
-            if not _is_plain_linear(getattr(mlp, name, None)):
-                return f"mlp.{name} is not an nn.Linear"
+        for prefix, module, names in (("self_attn", attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
+                                      ("mlp", mlp, ("gate_proj", "up_proj", "down_proj"))):
+            for name in names:
+                why = _linear_unsupported_reason(getattr(module, name, None))
+                if why is not None:
+                    return f"{prefix}.{name}: {why}"
         if not (_is_rmsnorm(getattr(layer, "input_layernorm", None))
                 and _is_rmsnorm(getattr(layer, "post_attention_layernorm", None))):
             return "decoder layer norms are not RMSNorms"
@@ -127,10 +198,10 @@ class _LlamaBackend:
     """
 
     def __init__(self, model: Any):
-        self.model = model
-        self.config = model.config
-        self.device = model.lm_head.weight.device
-        self.dtype = model.lm_head.weight.dtype
+        self.model = unwrap_peft(model)
+        self.config = self.model.config
+        self.device = self.model.lm_head.weight.device
+        self.dtype = self.model.lm_head.weight.dtype
 
     # -- building blocks -------------------------------------------------------------------------------
 
@@ -151,18 +222,36 @@ class _LlamaBackend:
         return w * xf.to(x.dtype)
 
     @staticmethod
-    def _mm(w: torch.Tensor, xT: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        """W [N, K] @ xT [K, M] (+ b) -> [N, M]."""
-        if b is None:
-            return torch.mm(w, xT)
-        return torch.addmm(b.unsqueeze(1), w, xT)
+    def _add_low_rank(outT: torch.Tensor, low: tuple[_LowRank, ...], xT: torch.Tensor) -> torch.Tensor:
+        """outT += scale * B @ (A @ xT) for each LoRA adapter (none: outT as it is)."""
+        for adapter in low:
+            outT.addmm_(adapter.b, torch.mm(adapter.a, xT), alpha=adapter.scale)
+        return outT
 
-    @staticmethod
-    def _mm_into(out: torch.Tensor, w: torch.Tensor, xT: torch.Tensor, b: torch.Tensor | None) -> None:
+    @classmethod
+    def _mm(cls, w: torch.Tensor, xT: torch.Tensor, b: torch.Tensor | None, low: tuple[_LowRank, ...] = ()) -> torch.Tensor:
+        """W [N, K] @ xT [K, M] (+ b) (+ LoRA) -> [N, M]."""
+        out = torch.mm(w, xT) if b is None else torch.addmm(b.unsqueeze(1), w, xT)
+        return cls._add_low_rank(out, low, xT)
+
+    @classmethod
+    def _mm_into(cls, out: torch.Tensor, w: torch.Tensor, xT: torch.Tensor, b: torch.Tensor | None,
+                 low: tuple[_LowRank, ...] = ()) -> None:
         if b is None:
             torch.mm(w, xT, out=out)
         else:
             torch.addmm(b.unsqueeze(1), w, xT, out=out)
+        cls._add_low_rank(out, low, xT)
+
+    @classmethod
+    def _add_mm(cls, hT: torch.Tensor, w: torch.Tensor, xT: torch.Tensor, b: torch.Tensor | None,
+                low: tuple[_LowRank, ...]) -> None:
+        """hT += W @ xT (+ b) (+ LoRA): an output projection fused into the residual add."""
+        if b is None:
+            hT.addmm_(w, xT)
+        else:
+            hT.add_(torch.addmm(b.unsqueeze(1), w, xT))
+        cls._add_low_rank(hT, low, xT)
 
     def _collect(self) -> None:
         """Point at the model's current parameters (no copies)."""
@@ -181,16 +270,17 @@ class _LlamaBackend:
         for layer in core.layers:
             a, m = layer.self_attn, layer.mlp
             qn, kn = getattr(a, "q_norm", None), getattr(a, "k_norm", None)
+            (wq, bq, lq), (wk, bk, lk), (wv, bv, lv), (wo, bo, lo) = map(_projection, (a.q_proj, a.k_proj, a.v_proj, a.o_proj))
+            (wg, bg, lg), (wu, bu, lu), (wd, bd, ld) = map(_projection, (m.gate_proj, m.up_proj, m.down_proj))
             layers.append(
                 _Layer(
                     ln1=layer.input_layernorm.weight, ln2=layer.post_attention_layernorm.weight,
-                    wq=a.q_proj.weight, wk=a.k_proj.weight, wv=a.v_proj.weight, wo=a.o_proj.weight,
-                    bq=a.q_proj.bias, bk=a.k_proj.bias, bv=a.v_proj.bias, bo=a.o_proj.bias,
+                    wq=wq, wk=wk, wv=wv, wo=wo, bq=bq, bk=bk, bv=bv, bo=bo,
                     q_norm=None if qn is None else qn.weight, k_norm=None if kn is None else kn.weight,
-                    wg=m.gate_proj.weight, wu=m.up_proj.weight, wd=m.down_proj.weight,
-                    bg=m.gate_proj.bias, bu=m.up_proj.bias, bd=m.down_proj.bias,
+                    wg=wg, wu=wu, wd=wd, bg=bg, bu=bu, bd=bd,
                     eps1=_eps(layer.input_layernorm), eps2=_eps(layer.post_attention_layernorm),
                     qk_eps=_eps(qn) if qn is not None else 0.0,
+                    low=dict(q=lq, k=lk, v=lv, o=lo, g=lg, u=lu, d=ld),
                 )
             )
         self.layers = layers
@@ -209,17 +299,14 @@ class _LlamaBackend:
         """hT += MLP(norm(hT)), feature-major; ``work`` is an optional [2 * intermediate, B] scratch buffer."""
         xT = self._rms_t(hT, L.ln2, L.eps2)
         if work is None:
-            gate = F.silu(self._mm(L.wg, xT, L.bg), inplace=True).mul_(self._mm(L.wu, xT, L.bu))
+            gate = F.silu(self._mm(L.wg, xT, L.bg, L.low["g"]), inplace=True).mul_(self._mm(L.wu, xT, L.bu, L.low["u"]))
         else:
             inter = L.wg.shape[0]
             gate, up = work[:inter], work[inter:]
-            self._mm_into(gate, L.wg, xT, L.bg)
-            self._mm_into(up, L.wu, xT, L.bu)
+            self._mm_into(gate, L.wg, xT, L.bg, L.low["g"])
+            self._mm_into(up, L.wu, xT, L.bu, L.low["u"])
             F.silu(gate, inplace=True).mul_(up)
-        if L.bd is None:
-            hT.addmm_(L.wd, gate)
-        else:
-            hT.add_(self._mm(L.wd, gate, L.bd))
+        self._add_mm(hT, L.wd, gate, L.bd, L.low["d"])
 
     def _logits_t(self, hT: torch.Tensor) -> torch.Tensor:
         """Next-token logits [B, V] (float32, contiguous) from the last hidden states [hidden, B]."""
@@ -280,9 +367,9 @@ class _LlamaBackend:
         hT = F.embedding(ids.reshape(-1).index_select(0, flat), self.embed).t().contiguous()  # [hidden, N]
         for L, kc, vc in zip(self.layers, self.k_cache, self.v_cache):
             xT = self._rms_t(hT, L.ln1, L.eps1)
-            q = self._mm(L.wq, xT, L.bq).view(H, D, N)
-            k = self._mm(L.wk, xT, L.bk).view(Hkv, D, N)
-            v = self._mm(L.wv, xT, L.bv)
+            q = self._mm(L.wq, xT, L.bq, L.low["q"]).view(H, D, N)
+            k = self._mm(L.wk, xT, L.bk, L.low["k"]).view(Hkv, D, N)
+            v = self._mm(L.wv, xT, L.bv, L.low["v"])
             if L.q_norm is not None:
                 q = self._rms(q.transpose(1, 2), L.q_norm, L.qk_eps).transpose(1, 2)
                 k = self._rms(k.transpose(1, 2), L.k_norm, L.qk_eps).transpose(1, 2)
@@ -296,10 +383,7 @@ class _LlamaBackend:
                 kp, vp = kp.repeat_interleave(G, dim=1), vp.repeat_interleave(G, dim=1)
             o = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=attn_bias, scale=self.scaling)  # [P, H, Lp, D]
             o = o.transpose(1, 2).reshape(P * Lp, H * D).index_select(0, flat)  # [N, H*D]
-            if L.bo is None:
-                hT.addmm_(L.wo, o.t())
-            else:
-                hT.add_(self._mm(L.wo, o.t(), L.bo))
+            self._add_mm(hT, L.wo, o.t(), L.bo, L.low["o"])
             self._mlp_t(L, hT)
         return self._logits_t(hT.index_select(1, last))
 
@@ -325,9 +409,9 @@ class _LlamaBackend:
         hT = F.embedding(tokens, self.embed).t().contiguous()  # [hidden, B]
         for L, kc, vc in zip(self.layers, self.k_cache, self.v_cache):
             xT = self._rms_t(hT, L.ln1, L.eps1)
-            self._mm_into(qkvT[:nq], L.wq, xT, L.bq)
-            self._mm_into(qkvT[nq : nq + nk], L.wk, xT, L.bk)
-            self._mm_into(qkvT[nq + nk :], L.wv, xT, L.bv)
+            self._mm_into(qkvT[:nq], L.wq, xT, L.bq, L.low["q"])
+            self._mm_into(qkvT[nq : nq + nk], L.wk, xT, L.bk, L.low["k"])
+            self._mm_into(qkvT[nq + nk :], L.wv, xT, L.bv, L.low["v"])
             qkv = qkvT.t().contiguous()  # [B, (H + 2 Hkv) D], one blocked transpose
             qk = qkv[:, : nq + nk].view(B, H + Hkv, D)
             if L.q_norm is not None:
@@ -342,10 +426,7 @@ class _LlamaBackend:
                 scores = scores.float()
             probs = torch.add(bias, scores, alpha=self.scaling).softmax(dim=-1).to(self.dtype)
             o = torch.bmm(probs.view(B * Hkv, G, kv_len), vc.view(B * Hkv, -1, D)[:, :kv_len]).view(B, H * D)
-            if L.bo is None:
-                hT.addmm_(L.wo, o.t())
-            else:
-                hT.add_(self._mm(L.wo, o.t(), L.bo))
+            self._add_mm(hT, L.wo, o.t(), L.bo, L.low["o"])
             self._mlp_t(L, hT, work)
         self.length = kv_len
         self.positions = self.positions + 1

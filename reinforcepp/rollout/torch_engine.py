@@ -16,6 +16,7 @@ Two backends run the model:
   and the LM head only sees the last position. The prefill packs the prompts' tokens without padding for
   the projections and MLPs (padding is used inside attention only). It is checked against the HF forward in
   the tests (same greedy tokens as ``generate``, log-probs to 1e-5) for Llama (MHA and GQA), Qwen2 and Qwen3.
+  LoRA adapters (a peft model) run as low-rank terms beside the frozen weights (tests/train/test_lora.py).
 * ``_HFBackend`` (any ``PreTrainedModel`` causal LM): the model's own forward with ``use_cache=True``,
   ``logits_to_keep=1``, explicit ``position_ids`` and attention mask, and a KV cache whose full-attention
   layers are preallocated to the final length (no ``torch.cat`` growth per step).
@@ -45,7 +46,7 @@ from .padding import left_pad
 from .base import Rollout, SamplingParams
 from .budget import prompt_chunks
 from .hf_backend import _HFBackend
-from .llama_backend import _LlamaBackend, fast_path_unsupported_reason
+from .llama_backend import _LlamaBackend, fast_path_unsupported_reason, unwrap_peft
 from .sampling import sample_next
 from .streams import RowStreams
 from .stop import EosStopper, StopStringMatcher, resolve_eos_token_ids
@@ -104,14 +105,15 @@ class TorchEngine:
         """No-op: the engine runs the policy module itself."""
 
     def _backend(self, max_length: int):
+        model = unwrap_peft(self.model)  # a LoRA (PEFT) model: the inner model, whose layers run the adapters
         if self.fast_path is False:
-            return _HFBackend(self.model)
-        reason = fast_path_unsupported_reason(self.model, max_length)
+            return _HFBackend(model)
+        reason = fast_path_unsupported_reason(model, max_length)
         if reason is None:
-            return _LlamaBackend(self.model)
+            return _LlamaBackend(model)
         if self.fast_path:
             raise ValueError(f"fast path unavailable: {reason}")
-        return _HFBackend(self.model)
+        return _HFBackend(model)
 
     def generate(
         self,

@@ -53,6 +53,9 @@ def require(cfg: Config, stage: str) -> None:
         problems.append(f"model.policy: {stage} needs a model to start from (HF hub id or local directory)")
     if not getattr(cfg, stage).data:
         problems.append(f"{stage}.data: {stage} needs a data file")
+    if cfg.model.lora is not None:
+        problems.append(f"model.lora: LoRA applies to RL training (reinforcepp train); {stage} trains every weight: "
+                        "remove model.lora")
     if problems:
         raise ConfigError(*problems)
 

@@ -176,10 +176,13 @@ def load_checkpoint(
     return LoadedCheckpoint(path=path, step=int(layout["step"]), objects=loaded, meta=layout["meta"])
 
 
-def save_hf_model(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+def save_hf_model(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, *, overwrite: bool = False,
+                  subdirs: Mapping[str, Any] | None = None) -> Path:
     """Export `model` (+ `tokenizer`, may be None) with `save_pretrained`, atomically; returns out_dir.
 
     The result loads with `from_pretrained`. overwrite: replace an existing export at `out_dir`.
+    subdirs: {name: anything with save_pretrained} written into out_dir/name in the same atomic move (e.g. a
+    LoRA adapter beside its merged model).
     """
     model = _unwrap(model)
     if not hasattr(model, "save_pretrained"):
@@ -196,6 +199,8 @@ def save_hf_model(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, *
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        for name, part in (subdirs or {}).items():
+            part.save_pretrained(tmp / name)
         _fsync_tree(tmp)
         _move_into_place(tmp, out_dir)
     except BaseException:

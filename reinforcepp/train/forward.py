@@ -7,6 +7,7 @@ import contextlib
 import torch
 
 from reinforcepp.algos import compute_dtype, entropy_from_logits, head_logprobs, token_logprobs
+from reinforcepp.models.lora import base_causal_lm
 
 from .experience import Experience
 
@@ -67,7 +68,8 @@ def policy_logprobs(
     The LM head runs only on the response positions, not the prompt. Without gradient (the reference and
     old-policy passes), or with ``chunked``, a Llama-family model (logits exactly ``lm_head(h)``) runs its
     LM head in row chunks fused with the log-softmax (:func:`head_logprobs`): no [B, T, V] logits in
-    memory. Otherwise the model's own forward with ``logits_to_keep`` gives the logits.
+    memory; a LoRA (PEFT) model takes this path through its inner model, whose layers carry the adapters
+    (unless the LM head has one). Otherwise the model's own forward with ``logits_to_keep`` gives the logits.
     Entropy is that of the sampling distribution softmax(z / temperature). ``autocast``: train.autocast
     (:func:`autocast_dtype`).
 
@@ -77,10 +79,11 @@ def policy_logprobs(
     device = compute_device(model)
     B, T = exp.response_ids.shape
     tokens = exp.response_ids.to(device)
-    head = plain_lm_head(model) if chunked or not torch.is_grad_enabled() else None
+    causal_lm = base_causal_lm(model)  # a PEFT wrapper's forward is its inner model's
+    head = plain_lm_head(causal_lm) if chunked or not torch.is_grad_enabled() else None
     with autocast_for(device, autocast):
         if head is not None:
-            hidden = model.model(**exp.model_inputs(device), use_cache=False).last_hidden_state
+            hidden = causal_lm.model(**exp.model_inputs(device), use_cache=False).last_hidden_state
             hidden = hidden[:, -T - 1 : -1].reshape(B * T, hidden.shape[-1])  # position Lp - 1 + t predicts token t
             logp, entropy = head_logprobs(hidden, head.weight, tokens.reshape(B * T), temperature,
                                           with_entropy=with_entropy)
@@ -100,8 +103,8 @@ _PLAIN_HEAD_MODELS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalL
 
 def plain_lm_head(model: torch.nn.Module) -> torch.nn.Linear | None:
     """The bias-free ``nn.Linear`` LM head of a bare Llama-family model, else None: other architectures,
-    models wrapped by PEFT or DDP, and heads with hooks or sharded weights (FSDP, accelerate offloading),
-    which need their own forward to run."""
+    wrapped models (DDP; PEFT: pass its inner model, :func:`base_causal_lm`), LM heads with a LoRA adapter,
+    and heads with hooks or sharded weights (FSDP, accelerate offloading), which need their own forward."""
     head = getattr(model, "lm_head", None)
     if type(model).__name__ not in _PLAIN_HEAD_MODELS or type(head) is not torch.nn.Linear or head.bias is not None:
         return None

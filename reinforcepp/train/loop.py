@@ -157,7 +157,7 @@ def make_experience(run: Run, exp: Experience, old_logp: str = "forward", *, pol
     ``policy_order`` / ``critic_order``, the update's first shuffle, else in row order; under torchrun each rank
     its share of them), since a row's numbers depend on its batch's padded shape. So, with deterministic kernels,
     the first mini-batch's PPO ratio is exactly 1, and a reference in the policy's dtype
-    (model.reference_dtype=auto) gives log pi_ref = log pi_old at step 0.
+    (model.reference_dtype=auto), or the LoRA policy with its adapters off, gives log pi_ref = log pi_old at step 0.
     """
     temperature, autocast = run.cfg.rollout.temperature, run.cfg.train.autocast
 
@@ -167,11 +167,12 @@ def make_experience(run: Run, exp: Experience, old_logp: str = "forward", *, pol
     if old_logp == "forward":
         exp.old_logp = _in_micro_batches(logprobs(run.policy), exp, policy_order, run.cfg)
     if run.reference is not None:
-        exp.ref_logp = _in_micro_batches(logprobs(run.reference), exp, policy_order, run.cfg)
+        with run.reference.computing():  # LoRA: the policy with its adapters off
+            exp.ref_logp = _in_micro_batches(logprobs(run.reference.model), exp, policy_order, run.cfg)
     if run.critic is not None:
         exp.values = _in_micro_batches(lambda mb: critic_values(run.critic.model, mb, autocast=autocast), exp,
                                        critic_order, run.cfg)
-    for model in (run.policy, run.reference, run.critic and run.critic.model):
+    for model in (run.policy, run.reference and run.reference.own_model, run.critic and run.critic.model):
         sharding.reshard(model)
     return exp
 

@@ -11,7 +11,7 @@ import transformers
 
 from reinforcepp.config import Config, ConfigError, save_config
 from reinforcepp.data import Prompt, PromptSampler, fill_missing_columns, read_rows, tokenize_prompts
-from reinforcepp.models import ValueModel, load_causal_lm, load_reference, load_tokenizer, resolve_device
+from reinforcepp.models import ValueModel, load_causal_lm, load_reference, load_tokenizer, lora, resolve_device
 from reinforcepp.rewards import RewardSignatureError, RewardTransform, load_reward_function
 from reinforcepp.rewards.function import (
     PASSED_KEYWORDS,
@@ -25,6 +25,7 @@ from reinforcepp.rollout import RolloutEngine, SamplingParams, TorchEngine
 from . import dist, sharding
 from .metrics import MetricsLog
 from .optim import build_optimizer
+from .reference import Reference, build_reference
 from .scoring import Scorer, reward_column_names
 from .update import Optimization
 
@@ -38,7 +39,7 @@ class Run:
     device: torch.device
     tokenizer: object
     policy: torch.nn.Module
-    reference: torch.nn.Module | None
+    reference: Reference | None
     actor: Optimization
     critic: Optimization | None
     engine: RolloutEngine
@@ -143,10 +144,13 @@ def optimizer_steps_per_run(cfg: Config) -> int:
 
 
 def build_run(cfg: Config) -> Run:
-    """Load and build everything ``train`` needs. Models: the policy in fp32 (bf16 autocast on GPU); the frozen
-    reference, in the policy's dtype, only when a KL term is used; the critic only for PPO. Under torchrun each
+    """Load and build everything ``train`` needs. Models: the policy in fp32 (bf16 autocast on GPU), with LoRA
+    adapters when model.lora is set (then only they train); the frozen reference, in the policy's dtype, only
+    when a KL term is used (:func:`.reference.build_reference`); the critic only for PPO. Under torchrun each
     model is sharded with FSDP2 (:mod:`.sharding`) before its optimizer is built."""
     check_sources(cfg)
+    if cfg.model.lora is not None:
+        lora.require_peft()  # before anything loads
     check_world_size(cfg, dist.world_size())
     rows = read_prompt_rows(cfg.data.prompts, cfg, limit=cfg.data.max_prompts)
     check_world_size(cfg, dist.world_size(), len(rows))
@@ -167,15 +171,21 @@ def build_run(cfg: Config) -> Run:
     load_device = torch.device("cpu") if sharded else device
     policy = load_causal_lm(m.policy, dtype=policy_dtype, device=load_device, gguf_file=m.gguf_file,
                             trust_remote_code=m.trust_remote_code)
+    if m.lora is not None:
+        torch.manual_seed(cfg.seed)  # the adapters' random A: the same on every rank and in every run of the config
+        policy = lora.add_lora(policy, m.lora)
+        log_trainable(policy)
     replica = sharding.rollout_replica(policy, cfg, device) if sharded else None
-    reference = None
-    if cfg.algo.kl.coef > 0:
+
+    def load_separate_reference() -> torch.nn.Module:
         ref_path = m.reference or m.policy
         # in the policy's dtype (and autocast) the reference computes as the policy: KL 0 at step 0
         reference_dtype = policy_dtype if m.reference_dtype == "auto" else m.reference_dtype
-        reference = load_reference(ref_path, dtype=reference_dtype, device=load_device,
-                                   gguf_file=m.gguf_file if ref_path == m.policy else None,
-                                   trust_remote_code=m.trust_remote_code)
+        return load_reference(ref_path, dtype=reference_dtype, device=load_device,
+                              gguf_file=m.gguf_file if ref_path == m.policy else None,
+                              trust_remote_code=m.trust_remote_code)
+
+    reference = build_reference(cfg, policy, load_separate_reference)
     critic_model = None
     if cfg.critic.enabled:
         # The paper initializes PPO's critic from the reward model; from the policy when the reward is a rule.
@@ -186,7 +196,7 @@ def build_run(cfg: Config) -> Run:
         for model in (policy, critic_model):
             enable_gradient_checkpointing(model)
     if sharded:
-        for model in (policy, reference, critic_model):
+        for model in (policy, reference and reference.own_model, critic_model):
             if model is not None:
                 sharding.shard(model, cfg, device)
     total_updates = optimizer_steps_per_run(cfg)
@@ -216,6 +226,12 @@ def build_run(cfg: Config) -> Run:
                                          cfg.reward.clip, cfg.reward.scale),
         skipped_prompts=skipped, sharded=sharded,
     )
+
+
+def log_trainable(model: torch.nn.Module) -> None:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("model.lora: training %d of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
 
 
 def run_device(cfg: Config) -> torch.device:

@@ -70,12 +70,22 @@ def rollout_replica(policy: torch.nn.Module, cfg: Config, device: torch.device) 
 
 @torch.no_grad()
 def sync_replica(replica: torch.nn.Module, policy: torch.nn.Module) -> None:
-    """Copy the sharded policy's current weights into the replica, one full tensor at a time."""
+    """Copy the sharded policy's current weights into the replica, one full tensor at a time. Frozen weights (a
+    LoRA model's base) are copied at the first sync only (after a resume has loaded them): they never change,
+    and gathering them every step would cost the full model's traffic for a few adapter tensors."""
     targets = replica.state_dict()
+    skip = _frozen_names(policy) if getattr(replica, "_frozen_synced", False) else set()
     for name, value in policy.state_dict().items():
+        if name in skip:
+            continue
         full = dist.full_tensor(value)
         if name in targets:
             targets[name].copy_(full)
+    replica._frozen_synced = True
+
+
+def _frozen_names(model: torch.nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from reinforcepp.config import ConfigError
+from reinforcepp.models import lora
 
 from .checkpoint import (
     CheckpointState,
@@ -23,6 +24,7 @@ from .run import Run
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
+ADAPTER = "adapter"  # final/adapter: the LoRA adapter of a model.lora run
 
 
 def _parts(run: Run) -> tuple[dict, dict]:
@@ -127,8 +129,17 @@ def save_final(run: Run) -> Path:
     policy = sharding.export_copy(run.engine.model, run.policy) if run.sharded else run.policy
     critic_state = sharding.full_state_dict(run.critic.model) if run.sharded and run.critic is not None else None
     if dist.is_main():
-        save_hf_model(policy, run.tokenizer, final, overwrite=True)
+        export_policy(policy, run.tokenizer, final)
         if run.critic is not None:
             run.critic.model.save_pretrained(run.run_dir / "final_critic", state_dict=critic_state)
     dist.barrier()
     return final
+
+
+def export_policy(policy, tokenizer, final: Path) -> None:
+    """A plain Hugging Face model in ``final``; for a LoRA policy that is the merged model (loads without
+    peft), with the adapter alone in ``final/adapter`` (``PeftModel.from_pretrained(base, final/adapter)``)."""
+    if lora.is_lora_model(policy):
+        save_hf_model(lora.merged_copy(policy), tokenizer, final, overwrite=True, subdirs={ADAPTER: policy})
+    else:
+        save_hf_model(policy, tokenizer, final, overwrite=True)

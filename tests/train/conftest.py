@@ -28,3 +28,12 @@ def make_config(tiny_dir, prompt_file, tmp_path):
         return load_config(preset, [*base, *overrides])
 
     return make
+
+
+@pytest.fixture
+def varied_reward(tmp_path):
+    """Rewards that differ between samples from the first step (a toy reward can be all 0 at first)."""
+    path = tmp_path / "varied.py"
+    path.write_text("def reward_func(prompts, completions, **kwargs):\n"
+                    "    return [float(sum(map(ord, c)) % 7) for c in completions]\n")
+    return path

@@ -27,15 +27,6 @@ LR, STEPS = 1e-3, 2
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def varied_reward(tmp_path):
-    """Rewards that differ between samples from the first step (a toy reward can be all 0 at first)."""
-    path = tmp_path / "varied.py"
-    path.write_text("def reward_func(prompts, completions, **kwargs):\n"
-                    "    return [float(sum(map(ord, c)) % 7) for c in completions]\n")
-    return path
-
-
 def _overrides(tiny_dir, prompt_file, reward, out: Path, *extra: str) -> list[str]:
     return [
         f"model.policy={tiny_dir}", f"data.prompts={prompt_file}", f"reward.function={reward}",
@@ -217,3 +208,31 @@ def _worker_pid(agent_pid: int, rank: int) -> int:
                 return int(child)
         time.sleep(0.1)
     raise AssertionError(f"no worker with RANK={rank}")
+
+
+def test_lora_on_two_ranks_trains_as_one_process_and_resumes_bitwise(tiny_dir, prompt_file, varied_reward, tmp_path):
+    """model.lora under FSDP2: the adapters are sharded with their layers, the reference is the sharded policy with
+    its adapters off, the sampler's replica gathers the frozen base once and then only the adapters, rank 0
+    exports the merged model and the adapter; a sharded checkpoint resumes bitwise on 2 ranks.
+    alpha = rank: a merged weight moves by B @ A with |A| < 1/rank here, so the adapters' tolerance covers it."""
+    lora = ("model.lora.rank=4", "model.lora.alpha=4", "train.num_steps=3", "ckpt.every=1", "ckpt.keep=1")
+    one, two = tmp_path / "one", tmp_path / "two"
+    _ok(run_cli("reinforce_pp", _overrides(tiny_dir, prompt_file, varied_reward, one, *lora), ranks=0))
+    _ok(run_cli("reinforce_pp", _overrides(tiny_dir, prompt_file, varied_reward, two, *lora), ranks=2))
+    start = load_file(Path(tiny_dir) / "model.safetensors")
+    assert max((weights(two)[k] - start[k]).abs().max().item() for k in start) > 0.1 * LR  # the adapters trained
+    for file in ("model.safetensors", "adapter/adapter_model.safetensors"):
+        a, b = (load_file(run / "final" / file) for run in (one, two))
+        assert a.keys() == b.keys()
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], rtol=0, atol=0.02 * LR * 3, msg=name)
+    assert metrics(two)[0]["kl"] == 0.0  # log pi_old recomputed, the reference is the base: exactly pi at step 1
+
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    subprocess.run(["cp", "-r", str(two / "checkpoints" / "step_00000002"), str(resumed / "checkpoints")], check=True)
+    _ok(run_cli("reinforce_pp", _overrides(tiny_dir, prompt_file, varied_reward, resumed, *lora, "ckpt.resume=true"),
+                ranks=2))
+    for file in ("model.safetensors", "adapter/adapter_model.safetensors"):
+        a, b = (load_file(run / "final" / file) for run in (two, resumed))
+        assert all(torch.equal(a[name], b[name]) for name in a), file

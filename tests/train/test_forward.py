@@ -72,7 +72,7 @@ def test_other_models_take_their_own_forward():
         want, _ = own_forward(gpt2, exp, 1.0)
     torch.testing.assert_close(logp, want)
 
-    class Wrapper(torch.nn.Module):  # e.g. a DDP or PEFT wrapper: its own forward must run
+    class Wrapper(torch.nn.Module):  # e.g. a DDP wrapper: its own forward must run
         def __init__(self, inner):
             super().__init__()
             self.lm_head = inner.lm_head

@@ -20,6 +20,7 @@ from reinforcepp.testing import random_experience, tiny_model
 from reinforcepp.train import loop, update
 from reinforcepp.train.experience import Experience
 from reinforcepp.train.forward import autocast_dtype
+from reinforcepp.train.reference import Reference
 from reinforcepp.train.update import Optimization, shuffled_orders, update_actor
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -85,7 +86,7 @@ def test_the_experience_takes_the_updates_micro_batches(order, loss_calls):
     V, B = 48, 8
     model = tiny_model(V)
     cfg = load_config(None, ["rollout.batch_size=8", "train.batch_size=4", "train.micro_batch_size=2", BF16])
-    run = SimpleNamespace(cfg=cfg, policy=model, reference=copy.deepcopy(model), critic=None)
+    run = SimpleNamespace(cfg=cfg, policy=model, reference=Reference(copy.deepcopy(model)), critic=None)
     orders = shuffled_orders(cfg, B, torch.Generator().manual_seed(0))
     exp = random_experience(B, 12, 20, V)  # uneven lengths: the micro-batches' padded shapes differ
     exp = loop.make_experience(run, exp, "forward", policy_order=orders[0] if order == "update's" else None)
@@ -106,7 +107,7 @@ def test_a_bf16_reference_is_off_even_with_a_recomputed_old_logp(make_config):
     preset, *overrides = SINGLE_EPOCH_STEPS["forward"]
     cfg = make_config(CONFIGS / f"{preset}.yaml", *overrides, BF16, "model.reference_dtype=bfloat16")
     run = loop.build_run(cfg)
-    assert next(run.reference.parameters()).dtype == torch.bfloat16
+    assert next(run.reference.model.parameters()).dtype == torch.bfloat16
     _, prompts = run.next_prompts()
     rollout = run.engine.generate([p.token_ids for p in prompts], run.sampling, 1, torch.Generator().manual_seed(0))
     exp = loop.make_experience(run, Experience.from_rollout(rollout), "forward")
@@ -117,7 +118,7 @@ def test_a_bf16_reference_is_off_even_with_a_recomputed_old_logp(make_config):
 def test_auto_recomputes_old_logprobs_under_autocast(make_config):
     cfg = make_config(CONFIGS / "reinforce_pp.yaml")
     run = loop.build_run(cfg)
-    assert next(run.reference.parameters()).dtype == torch.float32  # model.reference_dtype=auto: the policy's
+    assert next(run.reference.model.parameters()).dtype == torch.float32  # model.reference_dtype=auto: the policy's
     assert loop.sampler_matches_update(run)  # fp32 on CPU, no autocast: the sampler's log-probs are the update's
     run.cfg.train.autocast = "bfloat16"
     assert not loop.sampler_matches_update(run)
