@@ -91,14 +91,19 @@ def test_the_experience_takes_the_updates_micro_batches(order, loss_calls):
     exp = random_experience(B, 12, 20, V)  # uneven lengths: the micro-batches' padded shapes differ
     exp = loop.make_experience(run, exp, "forward", policy_order=orders[0] if order == "update's" else None)
     assert torch.equal(exp.ref_logp, exp.old_logp)  # the reference computes as the policy
+    in_update_order = loop.make_experience(run, random_experience(B, 12, 20, V), "forward", policy_order=orders[0])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     update_actor(Optimization(model, optimizer, scheduler, None), exp, cfg, orders)
     first_minibatch = loss_calls[:2]
     if order == "update's":
         assert all(c["max_log_ratio"] == 0.0 for c in first_minibatch)
-    else:
-        assert max(c["max_log_ratio"] for c in first_minibatch) > 1e-4
+        return
+    # the control needs kernels whose bf16 results depend on the batch's shape (AVX2/AVX-512 here; the portable
+    # kernels of ATEN_CPU_CAPABILITY=default are shape-independent, and then any batching is exact)
+    if torch.equal(in_update_order.old_logp, exp.old_logp):
+        pytest.skip("this CPU's bf16 kernels give every batching the same numbers: nothing to control")
+    assert max(c["max_log_ratio"] for c in first_minibatch) > 1e-4
 
 
 def test_a_bf16_reference_is_off_even_with_a_recomputed_old_logp(make_config):
