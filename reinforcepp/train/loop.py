@@ -66,8 +66,7 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
             # 2. Roll out n responses per prompt with the current (old) policy; each row's randomness comes
             #    from (seed, step, global prompt position, sample), so any number of ranks samples the same.
             with timed(timings, "rollout"):
-                if run.sharded:
-                    sharding.sync_replica(run.engine.model, run.policy)
+                refresh_sampler(run)
                 streams = RowStreams.for_prompts(cfg.seed, step, torch.tensor(list(mine)), n)
                 rollout = run.engine.generate([p.token_ids for p in local], run.sampling, n, streams)
             # 3. Score every response; ReMax also scores a greedy response per prompt as its baseline.
@@ -211,13 +210,21 @@ def greedy_baseline(run: Run, prompts, n: int) -> torch.Tensor:
     return run.scorer(prompts, greedy, 1)
 
 
+def refresh_sampler(run: Run) -> None:
+    """Under torchrun, give the sampler's replica the policy's current weights: once per optimizer step
+    count, so an evaluation and the next step's rollout share one gather (every rank takes the same branch)."""
+    version = run.actor.scheduler.last_epoch
+    if run.sharded and run.replica_version != version:
+        sharding.sync_replica(run.engine.model, run.policy)
+        run.replica_version = version
+
+
 def evaluate(run: Run) -> dict[str, float]:
     """The configured evaluation (greedy; sampled pass@k) on the held-out prompts, and on the first
     ``eval.train_prompts`` training prompts (prefix eval_train/: the gap shows overfitting).
     Under torchrun rank 0 evaluates alone, on the sampler's replica synced here; the others return {}."""
     cfg = run.cfg
-    if run.sharded:
-        sharding.sync_replica(run.engine.model, run.policy)
+    refresh_sampler(run)
     if not dist.is_main():
         return {}
     metrics = eval_metrics(cfg, run_eval_suite(cfg, run.engine, run.scorer, run.eval_prompts), run.eval_prompts)

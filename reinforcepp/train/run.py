@@ -52,6 +52,7 @@ class Run:
     skipped_prompts: int
     metrics: MetricsLog | None = None
     sharded: bool = False  # FSDP2 under torchrun: the engine samples from a replica synced each step
+    replica_version: int | None = None  # the policy's optimizer step count the replica holds (sharded runs)
 
     def next_prompts(self) -> tuple[list[int], list[Prompt]]:
         """The next rollout batch, the same on every rank: (indices into the training prompts, the prompts)."""

@@ -62,8 +62,7 @@ def _step(opt: Optimization, micro_losses: Callable[[Experience], torch.Tensor],
     scale = dist.world_size()
     with checkpointing(opt.model, cfg.train.gradient_checkpointing):
         for micro in rank_micro_batches(rows, cfg.train.micro_batch_size):
-            loss = micro_losses(exp.rows(micro), micro)
-            (loss * scale if scale > 1 else loss).backward()
+            (micro_losses(exp.rows(micro), micro) * scale).backward()
     return clip_and_step(opt.model, opt.optimizer, opt.scheduler, opt.max_grad_norm)
 
 
@@ -86,9 +85,8 @@ class _Meter:
 
     def add_share(self, name: str, value: torch.Tensor | float) -> None:
         """This rank's share of a per-step total (a mini-batch's loss: the sum of the ranks' shares)."""
-        self.add(name, value, 1.0 if dist.is_main() else 0.0)
-        if not dist.is_main():
-            self.sums[name] += float(value)
+        self.sums[name] += float(value)
+        self.weights[name] += 1.0 if dist.is_main() else 0.0
 
     def add_whole(self, name: str, value: torch.Tensor | float) -> None:
         """A per-step value every rank already holds whole (the grad norm): counted once."""
