@@ -1,26 +1,37 @@
 """Run untrusted (model-generated) Python in an isolated child process.
 
-Isolation, all set up by a small root launcher (``_LAUNCHER``) before it execs the program:
+Isolation, all set up by a small root launcher (``sandbox_launcher.py``) before it execs the program:
 
-* new network namespace: no interfaces but a DOWN loopback, so every connect fails;
-* new mount namespace: ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/run/lock`` (the world-writable
-  dirs) are covered by root-owned read-only-for-others tmpfs mounts; the fresh work dir is bind-mounted
-  at ``/tmp/work`` and is the only place the program can write;
+* a cgroup per run (``sandbox_cgroup.py``): total memory (page cache and tmpfs included, no swap) and
+  process count of everything the program starts;
+* new network namespace: no interfaces but a DOWN loopback, so every connect fails; new IPC, UTS and
+  cgroup namespaces;
+* new mount namespace and a minimal root (``pivot_root``): read-only bind mounts of the interpreter, its
+  prefix's ``lib`` dir and the system library dirs, ``/dev/{null,zero,random,urandom}``, a fresh
+  ``/proc``, and a size-capped tmpfs at ``/tmp`` whose ``/tmp/work`` (holding ``main.py``) is the only
+  writable place. No host ``/home``, ``/root``, ``/srv``, ``/run``, ``/tmp``, project checkout or
+  UNIX socket is visible; the program runs under the plain interpreter (``-I``), never our venv;
 * new PID namespace: the program is PID 1 there, so when it dies the kernel kills every process it
   spawned (no escape from the wall-clock kill by ``setsid``), and ``/proc`` shows only the sandbox;
-* ``resource.setrlimit``: CPU seconds, address space, processes, file size, open files, no core dumps;
-* ``no_new_privs`` and then setgid/setuid to an unprivileged user (``nobody``);
-* a wall-clock timeout that SIGKILLs the whole process group; the work dir is removed afterwards.
+* ``resource.setrlimit``: CPU seconds, address space, file size, open files, no core dumps;
+* ``no_new_privs``, then setgid/setuid to an unprivileged user (``nobody``), then a seccomp filter
+  (``sandbox_seccomp.py``) that denies new namespaces, mounts, ptrace, bpf, keyrings, io_uring...;
+* a wall-clock timeout that SIGKILLs the launcher (the program has a parent-death signal) and then
+  everything left in the cgroup; the cgroup and the host-side temp dir are removed afterwards.
+
+The program's stdout and stderr go to host files bounded by RLIMIT_FSIZE; that and the program text
+copied in are the only exchange with the host.
 
 ``ensure_sandbox()`` probes all of that once and raises ``SandboxUnavailable`` if any part is
 missing: we never fall back to running code unsandboxed.
 
 Python-level guards are not used: they are bypassable and the kernel boundaries above are not.
-Note that RLIMIT_NPROC is counted per uid, so concurrent sandboxes share the process budget.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import os
 import pwd
@@ -35,60 +46,25 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+
+from . import sandbox_cgroup, sandbox_launcher
+from .sandbox_seccomp import filter_bytes
 
 __all__ = ["SandboxResult", "SandboxUnavailable", "ensure_sandbox", "run_in_sandbox", "run_many"]
 
 # Exit code the launcher uses when it cannot build the sandbox (the message starts with _SETUP_TAG).
-_SETUP_FAILED = 125
-_SETUP_TAG = "sandbox-setup:"
-
-# Runs as root inside the child (``python -I -B -c``); argv[1] is a JSON dict of settings.
-# It is a separate exec rather than a ``preexec_fn`` because preexec_fn is unsafe in a threaded
-# parent (run_many) and runs *after* Popen's setuid, when unshare would fail with EPERM.
-_LAUNCHER = r"""
-import ctypes, json, os, resource, sys
-cfg = json.loads(sys.argv[1])
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-def fail(what):
-    err = ctypes.get_errno()
-    sys.stderr.write("%s %s: %s\n" % (TAG, what, os.strerror(err) if err else "failed"))
-    os._exit(SETUP_FAILED)
-def check(rc, what):
-    if rc != 0:
-        fail(what)
-CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWPID = 0x00020000, 0x40000000, 0x20000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
-check(libc.unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID), "unshare(net, mount, pid)")
-check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")  # no leaks to the host
-for d in (b"/tmp", b"/var/tmp", b"/dev/shm", b"/run/lock"):
-    if os.path.isdir(d) and not os.path.islink(d):
-        check(libc.mount(b"tmpfs", d, b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=64k,mode=0755"),
-              "cover %s" % d.decode())
-os.mkdir(b"/tmp/work")
-# "." is still the real work dir (our cwd), even though /tmp is now covered.
-check(libc.mount(b".", b"/tmp/work", None, MS_BIND, None), "bind the work dir")
-os.chdir("/tmp/work")
-pid = os.fork()  # the child is PID 1 of the new PID namespace
-if pid:
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    os._exit(code if code >= 0 else 128 - code)
-try:
-    check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
-    for name, value in cfg["limits"].items():
-        resource.setrlimit(getattr(resource, name), (value[0], value[1]))
-    check(libc.prctl(38, 1, 0, 0, 0), "no_new_privs")  # PR_SET_NO_NEW_PRIVS: setuid binaries can't regain root
-    os.setgroups([])
-    os.setgid(cfg["gid"])
-    os.setuid(cfg["uid"])
-    os.execve(cfg["python"], [cfg["python"], "-I", "-B", "main.py"], cfg["env"])
-except OSError as exc:
-    sys.stderr.write("%s %s\n" % (TAG, exc))
-    os._exit(SETUP_FAILED)
-""".replace("TAG", repr(_SETUP_TAG)).replace("SETUP_FAILED", str(_SETUP_FAILED))
+_SETUP_FAILED = sandbox_launcher.SETUP_FAILED
+_SETUP_TAG = sandbox_launcher.SETUP_TAG
+_LAUNCHER = Path(sandbox_launcher.__file__).read_text(encoding="utf-8")
 
 _TAIL = 4096  # bytes of stdout / stderr kept in the result
+_TMPFS_INODES = 16384  # files the program may create in its tmpfs
+# What the new root holds besides the interpreter's files.
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+_DEV_LINKS = {"/dev/fd": "/proc/self/fd", "/dev/stdin": "/proc/self/fd/0", "/dev/stdout": "/proc/self/fd/1",
+              "/dev/stderr": "/proc/self/fd/2"}
+_LIB_DIRS = ("/lib", "/lib64", "/lib32", "/libx32", "/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/libx32")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -104,6 +80,7 @@ class SandboxResult:
     stdout: str
     stderr: str
     duration: float
+    memory_peak_mb: float | None = None  # the whole run's highest memory use (its cgroup's), when known
 
     @property
     def passed(self) -> bool:
@@ -140,49 +117,97 @@ def _tail(path: str) -> str:
         return f.read().decode("utf-8", "replace")
 
 
-def _run(code: str, *, timeout: float, memory_mb: int, cpu_seconds: float | None, max_processes: int,
-         max_file_mb: int, max_open_files: int, python: str, user: str) -> SandboxResult:
-    """One sandboxed run, without the availability check (the probe itself uses this)."""
-    entry = pwd.getpwnam(user)
-    cpu = int(cpu_seconds if cpu_seconds is not None else timeout) + 1
+@functools.lru_cache(maxsize=None)
+def _layout(python: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """(read-only binds, symlinks) of the new root: the interpreter, its prefix's lib, the system lib dirs.
+
+    A lib dir that is a symlink on the host (merged /usr: /lib -> usr/lib) is recreated as one.
+    """
+    prefix_lib = os.path.join(os.path.dirname(os.path.dirname(python)), "lib")
+    binds, links = [], dict(_DEV_LINKS)
+    for path in (*_LIB_DIRS, prefix_lib):
+        if os.path.islink(path):
+            links[path] = os.readlink(path)
+        elif os.path.isdir(path):
+            binds.append(path)
+    binds.append(python)
+    binds = [p for p in dict.fromkeys(binds) if not any(p.startswith(q + "/") for q in binds)]
+    return tuple(binds), tuple(links.items())
+
+
+def _root_entries(python: str) -> list[str]:
+    """The names the program must see in its ``/``, and nothing else."""
+    binds, links = _layout(python)
+    paths = [*binds, *(link for link, _ in links), *_DEVICES, "/proc", "/tmp"]
+    return sorted({p.split("/")[1] for p in paths})
+
+
+def _config(python: str, uid: int, gid: int, base: str, cgroup: sandbox_cgroup.SandboxCgroup, *, cpu: int,
+            memory_mb: int, max_file_mb: int, max_open_files: int, tmpfs_mb: int) -> dict:
+    """The launcher's settings (see sandbox_launcher.py)."""
+    binds, links = _layout(python)
     mem, fsize = memory_mb << 20, max_file_mb << 20
-    cfg = {
-        "python": python, "uid": entry.pw_uid, "gid": entry.pw_gid,
+    return {
+        "python": python, "uid": uid, "gid": gid, "program": os.path.join(base, "main.py"),
+        "root": os.path.join(base, "root"), "binds": list(binds), "links": dict(links),
+        "devices": [d for d in _DEVICES if os.path.exists(d)], "tmpfs_kb": tmpfs_mb << 10,
+        "tmpfs_inodes": _TMPFS_INODES, "cgroup_procs": cgroup.procs_files, "seccomp": filter_bytes().hex(),
         "limits": {
-            "RLIMIT_CPU": [cpu, cpu + 1], "RLIMIT_AS": [mem, mem], "RLIMIT_NPROC": [max_processes] * 2,
-            "RLIMIT_FSIZE": [fsize, fsize], "RLIMIT_NOFILE": [max_open_files] * 2, "RLIMIT_CORE": [0, 0],
+            "RLIMIT_CPU": [cpu, cpu + 1], "RLIMIT_AS": [mem, mem], "RLIMIT_FSIZE": [fsize, fsize],
+            "RLIMIT_NOFILE": [max_open_files] * 2, "RLIMIT_CORE": [0, 0],
         },
         "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp/work", "TMPDIR": "/tmp/work",
                 "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"},
     }
-    base = tempfile.mkdtemp(prefix="rpp-sandbox-")  # root 0700: holds the captured output
+
+
+def _wait_or_kill(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait up to ``timeout`` s; then SIGKILL the launcher's group either way. True when it timed out."""
     try:
-        work = os.path.join(base, "work")
-        os.mkdir(work, 0o700)
-        with open(os.path.join(work, "main.py"), "w", encoding="utf-8") as f:
+        proc.wait(timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        try:  # the program has a parent-death SIGKILL; its PID namespace dies with it; the cgroup gets the rest
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    return timed_out
+
+
+def _run(code: str, *, timeout: float, memory_mb: int, cpu_seconds: float | None, max_processes: int,
+         max_file_mb: int, max_open_files: int, tmpfs_mb: int, python: str, user: str) -> SandboxResult:
+    """One sandboxed run, without the availability check (the probe itself uses this)."""
+    entry = pwd.getpwnam(user)
+    cpu = int(cpu_seconds if cpu_seconds is not None else timeout) + 1
+    base = tempfile.mkdtemp(prefix="rpp-sandbox-")  # root 0700: the program text, the captured output
+    cgroup = None
+    try:
+        with open(os.path.join(base, "main.py"), "w", encoding="utf-8") as f:
             f.write(code)
-        os.chown(work, entry.pw_uid, entry.pw_gid)
+        os.mkdir(os.path.join(base, "root"), 0o700)  # the new root's mount point (in the launcher's namespace)
+        try:
+            cgroup = sandbox_cgroup.create(memory_mb << 20, max_processes + 1)  # + 1: the launcher
+            cfg = _config(python, entry.pw_uid, entry.pw_gid, base, cgroup, cpu=cpu, memory_mb=memory_mb,
+                          max_file_mb=max_file_mb, max_open_files=max_open_files, tmpfs_mb=tmpfs_mb)
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot set up the sandbox: {exc}") from exc
         out_path, err_path = os.path.join(base, "stdout"), os.path.join(base, "stderr")
         # Output goes to files, not pipes, so RLIMIT_FSIZE bounds it and no reader thread is needed.
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             start = time.monotonic()
             proc = subprocess.Popen(
-                [python, "-I", "-B", "-c", _LAUNCHER, json.dumps(cfg)], cwd=work, env={},
+                [python, "-I", "-B", "-c", _LAUNCHER, json.dumps(cfg)], cwd=base, env={},
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
-            try:
-                proc.wait(timeout)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                try:  # the launcher and the PID-1 program share this group; PID 1 dying ends the rest
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+            timed_out = _wait_or_kill(proc, timeout)
             duration = time.monotonic() - start
+        peak = cgroup.peak_memory_bytes()
         stdout, stderr = _tail(out_path), _tail(err_path)
     finally:
+        if cgroup is not None:
+            cgroup.kill_and_remove()
         shutil.rmtree(base, ignore_errors=True)
     rc = proc.returncode
     if timed_out or rc == 128 + signal.SIGXCPU:
@@ -191,17 +216,22 @@ def _run(code: str, *, timeout: float, memory_mb: int, cpu_seconds: float | None
         status = "error"
     else:
         status = "passed" if rc == 0 else "failed"
-    return SandboxResult(status, None if timed_out else rc, stdout, stderr, duration)
+    return SandboxResult(status, None if timed_out else rc, stdout, stderr, duration,
+                         None if peak is None else peak / (1 << 20))
 
 
 _PROBE = """
-import json, os, socket
+import ctypes, json, os, socket
 try:
     open("/tmp/escape", "w").close(); tmp_writable = True
 except OSError:
     tmp_writable = False
+libc = ctypes.CDLL(None, use_errno=True)
+unshare_errno = ctypes.get_errno() if libc.unshare(0x10000000) else 0  # CLONE_NEWUSER: open to any user
+seccomp = [line.split()[1] for line in open("/proc/self/status") if line.startswith("Seccomp:")]
 print(json.dumps({"uid": os.getuid(), "pid": os.getpid(), "tmp_writable": tmp_writable,
-                  "ifaces": [name for _, name in socket.if_nameindex()]}))
+                  "ifaces": [name for _, name in socket.if_nameindex()], "root": sorted(os.listdir("/")),
+                  "unshare_errno": unshare_errno, "seccomp": seccomp}))
 """
 
 _lock = threading.Lock()
@@ -236,11 +266,18 @@ def _probe(python: str, user: str) -> str | None:
         return f"user {user!r} is root; the sandbox needs an unprivileged user"
     if not _world_executable(python):
         return f"{user!r} cannot execute the interpreter {python}"
-    res = _run(_PROBE, timeout=20.0, memory_mb=512, cpu_seconds=None, max_processes=64, max_file_mb=1,
-               max_open_files=64, python=python, user=user)
+    try:
+        res = _run(_PROBE, timeout=20.0, memory_mb=512, cpu_seconds=None, max_processes=64, max_file_mb=1,
+                   max_open_files=64, tmpfs_mb=1, python=python, user=user)
+    except SandboxUnavailable as exc:
+        return str(exc)
     if res.status != "passed":
         return f"the isolation probe did not run ({res.status}): {res.stderr.strip()[-500:]}"
-    got = json.loads(res.stdout.strip().splitlines()[-1])
+    return _probe_verdict(json.loads(res.stdout.strip().splitlines()[-1]), uid, user, _root_entries(python))
+
+
+def _probe_verdict(got: dict, uid: int, user: str, root_entries: list[str]) -> str | None:
+    """What the probe saw that isolation should have hidden or forbidden, else None."""
     if got["uid"] != uid:
         return f"the probe ran as uid {got['uid']}, not {user!r} ({uid})"
     if set(got["ifaces"]) - {"lo"}:
@@ -249,23 +286,33 @@ def _probe(python: str, user: str) -> str | None:
         return "the probe could write to /tmp outside its work dir"
     if got["pid"] != 1:
         return f"the probe was pid {got['pid']}, not 1 in a new PID namespace"
+    if got["root"] != root_entries:
+        return f"the probe saw {got['root']} in its /, not just the sandbox's {root_entries}"
+    if got["seccomp"] != ["2"] or got["unshare_errno"] != errno.EPERM:
+        return (f"no seccomp filter in the probe (Seccomp: {got['seccomp']}, "
+                f"unshare errno {got['unshare_errno']}, want {errno.EPERM})")
     return None
 
 
 def run_in_sandbox(code: str, *, timeout: float = 10.0, memory_mb: int = 1024, cpu_seconds: float | None = None,
-                   max_processes: int = 32, max_file_mb: int = 16, max_open_files: int = 64,
+                   max_processes: int = 32, max_file_mb: int = 16, max_open_files: int = 64, tmpfs_mb: int = 64,
                    python: str | None = None, user: str = "nobody") -> SandboxResult:
     """Run ``code`` as a Python program in the sandbox; exit code 0 means "passed".
 
-    ``timeout`` is wall-clock seconds (then the whole process group is killed); ``cpu_seconds``
-    defaults to it. ``memory_mb`` caps the address space. Raises ``SandboxUnavailable`` when the
-    isolation cannot be set up.
+    ``timeout`` is wall-clock seconds (then everything the program started is killed); ``cpu_seconds``
+    defaults to it. ``memory_mb`` caps each process's address space and the whole run's memory (its
+    cgroup, tmpfs files included); ``max_processes`` caps the run's processes and threads;
+    ``max_file_mb`` caps any one file (stdout and stderr too); ``tmpfs_mb`` is the size of the only
+    writable place, ``/tmp``. Raises ``SandboxUnavailable`` when the isolation cannot be set up.
     """
-    if timeout <= 0 or memory_mb <= 0:
-        raise ValueError(f"run_in_sandbox: timeout ({timeout}) and memory_mb ({memory_mb}) must be positive")
+    limits = {"timeout": timeout, "memory_mb": memory_mb, "max_processes": max_processes,
+              "max_file_mb": max_file_mb, "max_open_files": max_open_files, "tmpfs_mb": tmpfs_mb}
+    bad = [f"{name} ({value})" for name, value in limits.items() if value <= 0]
+    if bad:
+        raise ValueError(f"run_in_sandbox: {', '.join(bad)} must be positive")
     python = ensure_sandbox(python, user)
     return _run(code, timeout=timeout, memory_mb=memory_mb, cpu_seconds=cpu_seconds, max_processes=max_processes,
-                max_file_mb=max_file_mb, max_open_files=max_open_files, python=python, user=user)
+                max_file_mb=max_file_mb, max_open_files=max_open_files, tmpfs_mb=tmpfs_mb, python=python, user=user)
 
 
 def run_many(codes: Sequence[str], *, max_workers: int | None = None, **kwargs) -> list[SandboxResult]:
