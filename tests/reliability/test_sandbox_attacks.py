@@ -63,6 +63,7 @@ class Attack:
     control: bool = True  # safe and meaningful to run unsandboxed on the host as root
     limits: dict = field(default_factory=dict)
     check: str = "result"  # "result": RESULT says not escaped; else the name of a host-side check below
+    slow: bool = False
 
 
 def _unix_talk(path_key):
@@ -205,7 +206,7 @@ for pid in kids:
         dead.add(pid)
 alive_holding = held - dead
 report(len(alive_holding) * 900 > 1024, held_at_once=len(alive_holding), oom_killed=len(dead))
-""", control=False, limits={"memory_mb": 1024, "timeout": 40}, check="memory_bounded"),
+""", control=False, limits={"memory_mb": 1024, "timeout": 40}, check="memory_bounded", slow=True),
     Attack("fork_bomb", """
 n, err = 0, None
 try:
@@ -466,7 +467,8 @@ def _check_on_host(check: str, res, h: dict) -> None:
 RESULT_CHECKS = {"result", "memory_bounded", "result_and_no_survivor", "host_processes_alive", "launcher_alive"}
 
 
-@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+@pytest.mark.parametrize("attack", [pytest.param(a, id=a.name, marks=[pytest.mark.slow] if a.slow else [])
+                                    for a in ATTACKS])
 def test_attack_is_contained(attack, host):
     limits = {"timeout": 15, **attack.limits}
     res = run_in_sandbox(_program(attack, host), **limits)

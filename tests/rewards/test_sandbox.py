@@ -1,14 +1,19 @@
 """The code sandbox: isolation holds against hostile programs, and it refuses to run without it."""
 
+import errno
+import json
 import os
+import re
 import socket
+import struct
 import time
 import uuid
 
 import pytest
 
-from reinforcepp.rewards import sandbox
+from reinforcepp.rewards import sandbox, sandbox_cgroup
 from reinforcepp.rewards.sandbox import SandboxResult, SandboxUnavailable, ensure_sandbox, run_in_sandbox, run_many
+from reinforcepp.rewards.sandbox_seccomp import CLONE, CLONE3, DENIED, NAMESPACE_FLAGS, filter_bytes
 
 try:
     ensure_sandbox()
@@ -73,6 +78,72 @@ def test_refuses_a_missing_user_and_a_probe_that_sees_the_network(monkeypatch):
 def test_rejects_bad_limits():
     with pytest.raises(ValueError, match="timeout"):
         run_in_sandbox("pass", timeout=0)
+    with pytest.raises(ValueError, match=r"max_processes \(0\), tmpfs_mb \(-1\) must be positive"):
+        run_in_sandbox("pass", max_processes=0, tmpfs_mb=-1)
+
+
+_GOOD_PROBE = {"uid": 65534, "pid": 1, "tmp_writable": False, "ifaces": ["lo"], "root": ["dev", "proc", "tmp", "usr"],
+               "unshare_errno": errno.EPERM, "seccomp": ["2"]}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({}, None),
+    ({"root": ["dev", "home", "proc", "tmp", "usr"]}, "saw .*home.* in its /"),
+    ({"seccomp": ["0"], "unshare_errno": 0}, "no seccomp filter"),
+    ({"unshare_errno": errno.EINVAL}, "no seccomp filter"),
+])
+def test_probe_verdict_refuses_a_visible_host_or_no_filter(change, message):
+    verdict = sandbox._probe_verdict({**_GOOD_PROBE, **change}, 65534, "nobody", ["dev", "proc", "tmp", "usr"])
+    assert verdict is None if message is None else re.search(message, verdict)
+
+
+def test_refuses_when_the_cgroup_cannot_be_made(monkeypatch):
+    monkeypatch.setattr(sandbox, "_checked", {})
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(sandbox, "_world_executable", lambda path: True)
+
+    def no_cgroup(*_):
+        raise OSError("no cgroup hierarchy with the memory and pids controllers")
+
+    monkeypatch.setattr(sandbox_cgroup, "create", no_cgroup)
+    monkeypatch.setattr(sandbox.subprocess, "Popen", lambda *a, **k: pytest.fail("code ran without a cgroup"))
+    with pytest.raises(SandboxUnavailable, match="cannot set up the sandbox: no cgroup hierarchy"):
+        ensure_sandbox("/usr/bin/python3", user="nobody")
+
+
+def _run_filter(prog: bytes, nr: int, arch: int = 0xC000003E, arg0: int = 0) -> int:
+    """A classic-BPF interpreter for the few opcodes the filter uses, on one syscall's seccomp_data."""
+    data = struct.pack("=iIQ6Q", nr, arch, 0, arg0, 0, 0, 0, 0, 0)
+    ins = [struct.unpack("=HBBI", prog[i:i + 8]) for i in range(0, len(prog), 8)]
+    pc, acc = 0, 0
+    while True:
+        code, jt, jf, k = ins[pc]
+        if code == 0x20:
+            acc = struct.unpack_from("=I", data, k)[0]
+        elif code == 0x06:
+            return k
+        else:
+            taken = {0x15: acc == k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
+            pc += jt if taken else jf
+        pc += 1
+
+
+def test_seccomp_filter_decisions():
+    prog = filter_bytes("x86_64")
+    allow, kill = 0x7FFF0000, 0x80000000
+    eperm, enosys = 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
+    assert _run_filter(prog, 39) == allow  # getpid
+    assert _run_filter(prog, 0) == allow and _run_filter(prog, 59) == allow  # read, execve
+    assert all(_run_filter(prog, nr) == eperm for nr in DENIED.values())
+    assert _run_filter(prog, CLONE, arg0=17) == allow  # fork(): clone(SIGCHLD)
+    assert _run_filter(prog, CLONE, arg0=0x3D0F00) == allow  # pthread_create's flags
+    for flag in (0x00020000, 0x10000000, 0x20000000, 0x40000000):  # NEWNS, NEWUSER, NEWPID, NEWNET
+        assert flag & NAMESPACE_FLAGS and _run_filter(prog, CLONE, arg0=flag | 17) == eperm
+    assert _run_filter(prog, CLONE3) == enosys
+    assert _run_filter(prog, 0x40000000 | 39) == kill  # x32 ABI
+    assert _run_filter(prog, 20, arch=0x40000003) == kill  # i386 (int 0x80)
+    with pytest.raises(OSError, match="x86_64 syscall numbers; this machine is aarch64"):
+        filter_bytes("aarch64")
 
 
 # --- isolation ------------------------------------------------------------------------------------
@@ -174,3 +245,26 @@ def test_output_is_bounded_and_batches_keep_order():
     results = run_many([f"print({i})" if i % 2 else "raise SystemExit(3)" for i in range(4)], timeout=5)
     assert [r.status for r in results] == ["failed", "passed", "failed", "passed"]
     assert results[1].stdout.strip() == "1" and results[0].returncode == 3
+
+
+@needs_sandbox
+def test_the_program_sees_only_its_minimal_root_and_a_capped_tmpfs():
+    code = ("import json, os\nst = os.statvfs('/tmp')\n"
+            "print(json.dumps([sorted(os.listdir('/')), os.getcwd(), st.f_blocks * st.f_frsize, "
+            "sorted(os.listdir('/dev'))]))\n")
+    res = run_in_sandbox(code, timeout=5, tmpfs_mb=3)
+    assert res.passed, res.stderr
+    root, cwd, tmp_bytes, dev = json.loads(res.stdout)
+    assert root == sandbox._root_entries(sandbox.ensure_sandbox()) and "home" not in root and "etc" not in root
+    assert cwd == "/tmp/work" and tmp_bytes == 3 << 20
+    assert {"null", "zero", "random", "urandom"} <= set(dev) and "shm" not in dev and "pts" not in dev
+
+
+@needs_sandbox
+def test_the_cgroup_is_removed_after_a_timeout(monkeypatch):
+    made = []
+    create = sandbox_cgroup.create
+    monkeypatch.setattr(sandbox_cgroup, "create", lambda *a: made.append(create(*a)) or made[-1])
+    res = run_in_sandbox("import os, time\nos.fork()\ntime.sleep(30)\n", timeout=0.5)
+    assert res.status == "timeout" and res.memory_peak_mb is not None
+    assert len(made) == 1 and made[0].dirs and not any(os.path.exists(d) for d in made[0].dirs)
