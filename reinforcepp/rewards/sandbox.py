@@ -102,12 +102,17 @@ def _world_executable(path: str) -> bool:
 
 
 def _default_python() -> str:
-    """This interpreter when ``nobody`` may run it, else the system python3 (often ours sits in /root)."""
-    for candidate in (sys.executable, shutil.which("python3") or "", "/usr/bin/python3"):
-        if candidate and _world_executable(candidate):
+    """The base interpreter (never a venv's) when ``nobody`` may run it, else the system python3.
+
+    Only the standard library is needed, and a venv may sit inside the project checkout, which the
+    sandbox must not show. Our base interpreter often sits in /root (mode 0700).
+    """
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    for candidate in (os.path.join(sys.base_prefix, "bin", version), "/usr/bin/python3", "/usr/local/bin/python3"):
+        if _world_executable(candidate):
             return os.path.realpath(candidate)
     raise SandboxUnavailable(
-        f"no Python interpreter that an unprivileged user can execute ({sys.executable} is not); "
+        f"no Python interpreter that an unprivileged user can execute ({sys.base_prefix} is not); "
         "pass python=... or install /usr/bin/python3")
 
 
@@ -206,9 +211,11 @@ def _run(code: str, *, timeout: float, memory_mb: int, cpu_seconds: float | None
         peak = cgroup.peak_memory_bytes()
         stdout, stderr = _tail(out_path), _tail(err_path)
     finally:
-        if cgroup is not None:
-            cgroup.kill_and_remove()
-        shutil.rmtree(base, ignore_errors=True)
+        try:
+            if cgroup is not None:
+                cgroup.kill_and_remove()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
     rc = proc.returncode
     if timed_out or rc == 128 + signal.SIGXCPU:
         status = "timeout"
@@ -243,7 +250,7 @@ def ensure_sandbox(python: str | None = None, user: str = "nobody") -> str:
 
     Raises ``SandboxUnavailable`` with the reason otherwise.
     """
-    python = python or _default_python()
+    python = os.path.realpath(python) if python else _default_python()  # the real file: its prefix is bound
     key = (python, user)
     with _lock:
         if key not in _checked:

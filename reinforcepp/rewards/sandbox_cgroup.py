@@ -112,7 +112,7 @@ def _own_paths() -> dict[str, str]:
 def _join(mount_point: str, mount_root: str, path: str) -> str:
     if mount_root != "/" and path.startswith(mount_root):
         path = path[len(mount_root):]
-    return os.path.join(mount_point, path.lstrip("/"))
+    return os.path.normpath(os.path.join(mount_point, path.lstrip("/")))
 
 
 def _v2_parent(mounts, own) -> str | None:

@@ -111,6 +111,25 @@ def test_refuses_when_the_cgroup_cannot_be_made(monkeypatch):
         ensure_sandbox("/usr/bin/python3", user="nobody")
 
 
+def test_cgroup_v2_when_delegated_else_v1(monkeypatch, tmp_path):
+    """The hierarchy choice on a fake cgroupfs: v2 where our cgroup can enable memory+pids, else v1."""
+    v2, mem, pids = tmp_path / "unified" / "job", tmp_path / "memory" / "a", tmp_path / "pids"
+    for d in (v2, mem, pids):
+        d.mkdir(parents=True)
+    (v2 / "cgroup.controllers").write_text("cpu memory pids\n")
+    (v2 / "cgroup.subtree_control").write_text("cpu\n")
+    mounts = [(str(tmp_path / "unified"), "/", "cgroup2", {"rw"}),
+              (str(tmp_path / "memory"), "/jobs", "cgroup", {"rw", "memory"}),
+              (str(pids), "/", "cgroup", {"rw", "pids"})]
+    own = {"": "/job", "memory": "/jobs/a", "pids": "/"}
+    assert sandbox_cgroup._v2_parent(mounts, own) == str(v2)
+    assert (v2 / "cgroup.subtree_control").read_text() == "+memory +pids"  # delegated to its children
+    assert sandbox_cgroup._v1_parents(mounts, own) == [str(mem), str(pids)]  # the memory mount shows /jobs
+    (v2 / "cgroup.controllers").write_text("cpu hugetlb\n")  # this host's kind: controllers bound to v1
+    assert sandbox_cgroup._v2_parent(mounts, own) is None
+    assert sandbox_cgroup._v1_parents(mounts[:2], own) is None  # no pids hierarchy: refused
+
+
 def _run_filter(prog: bytes, nr: int, arch: int = 0xC000003E, arg0: int = 0) -> int:
     """A classic-BPF interpreter for the few opcodes the filter uses, on one syscall's seccomp_data."""
     data = struct.pack("=iIQ6Q", nr, arch, 0, arg0, 0, 0, 0, 0, 0)
