@@ -8,9 +8,10 @@ Isolation, all set up by a small root launcher (``sandbox_launcher.py``) before 
   cgroup namespaces;
 * new mount namespace and a minimal root (``pivot_root``): read-only bind mounts of the interpreter, its
   prefix's ``lib`` dir and the system library dirs, ``/dev/{null,zero,random,urandom}``, a fresh
-  ``/proc``, and a size-capped tmpfs at ``/tmp`` whose ``/tmp/work`` (holding ``main.py``) is the only
-  writable place. No host ``/home``, ``/root``, ``/srv``, ``/run``, ``/tmp``, project checkout or
-  UNIX socket is visible; the program runs under the plain interpreter (``-I``), never our venv;
+  ``/proc``, and a size-capped tmpfs at ``/tmp`` whose ``/tmp/work`` (holding ``main.py``; ``/dev/shm``
+  points there) is the only writable place. No host ``/home``, ``/root``, ``/srv``, ``/run``, ``/tmp``,
+  project checkout or UNIX socket is visible; the program runs under the base interpreter (``-I``),
+  never our venv;
 * new PID namespace: the program is PID 1 there, so when it dies the kernel kills every process it
   spawned (no escape from the wall-clock kill by ``setsid``), and ``/proc`` shows only the sandbox;
 * ``resource.setrlimit``: CPU seconds, address space, file size, open files, no core dumps;
@@ -62,8 +63,9 @@ _TAIL = 4096  # bytes of stdout / stderr kept in the result
 _TMPFS_INODES = 16384  # files the program may create in its tmpfs
 # What the new root holds besides the interpreter's files.
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+# /dev/shm (POSIX semaphores, so multiprocessing works) points into the program's own tmpfs dir.
 _DEV_LINKS = {"/dev/fd": "/proc/self/fd", "/dev/stdin": "/proc/self/fd/0", "/dev/stdout": "/proc/self/fd/1",
-              "/dev/stderr": "/proc/self/fd/2"}
+              "/dev/stderr": "/proc/self/fd/2", "/dev/shm": "/tmp/work"}
 _LIB_DIRS = ("/lib", "/lib64", "/lib32", "/libx32", "/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/libx32")
 
 

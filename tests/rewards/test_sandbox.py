@@ -206,8 +206,10 @@ def test_no_network_even_to_a_loopback_server_outside():
 def test_cannot_write_outside_its_dir_and_the_dir_is_removed(monkeypatch, tmp_path):
     monkeypatch.setattr(sandbox.tempfile, "tempdir", str(tmp_path))  # where the work dir is made
     name = f"rpp-escape-{uuid.uuid4().hex}"
-    targets = [f"/tmp/{name}", f"/root/{name}", f"/var/tmp/{name}", f"/dev/shm/{name}", f"/{name}"]
+    targets = [f"/tmp/{name}", f"/root/{name}", f"/var/tmp/{name}", f"/{name}"]
     code = ("import os\n"
+            f"open('/dev/shm/{name}', 'w').write('x')\n"  # /dev/shm is its own dir: lands in its tmpfs
+            f"assert os.path.exists('/tmp/work/{name}')\n"
             f"for path in {targets!r}:\n"
             "    try:\n        open(path, 'w').write('x')\n        print('WROTE', path)\n"
             "    except OSError as e:\n        print('denied', path, e.errno)\n"
@@ -216,7 +218,7 @@ def test_cannot_write_outside_its_dir_and_the_dir_is_removed(monkeypatch, tmp_pa
     assert res.passed, res.stderr
     assert "WROTE" not in res.stdout and res.stdout.count("denied") == len(targets)
     assert "own ok 65534" in res.stdout  # its own dir works, as nobody
-    assert not any(os.path.exists(t) for t in targets)
+    assert not any(os.path.exists(t) for t in [*targets, f"/dev/shm/{name}"])
     assert os.listdir(tmp_path) == []  # work dir and captured output removed
 
 
@@ -270,13 +272,16 @@ def test_output_is_bounded_and_batches_keep_order():
 def test_the_program_sees_only_its_minimal_root_and_a_capped_tmpfs():
     code = ("import json, os\nst = os.statvfs('/tmp')\n"
             "print(json.dumps([sorted(os.listdir('/')), os.getcwd(), st.f_blocks * st.f_frsize, "
-            "sorted(os.listdir('/dev'))]))\n")
+            "sorted(os.listdir('/dev')), os.path.realpath('/dev/shm')]))\n"
+            "import multiprocessing\nwith multiprocessing.Pool(2) as pool:\n    print(pool.map(abs, [-1, -2]))\n")
     res = run_in_sandbox(code, timeout=5, tmpfs_mb=3)
     assert res.passed, res.stderr
-    root, cwd, tmp_bytes, dev = json.loads(res.stdout)
+    first, pool = res.stdout.splitlines()
+    root, cwd, tmp_bytes, dev, shm = json.loads(first)
     assert root == sandbox._root_entries(sandbox.ensure_sandbox()) and "home" not in root and "etc" not in root
     assert cwd == "/tmp/work" and tmp_bytes == 3 << 20
-    assert {"null", "zero", "random", "urandom"} <= set(dev) and "shm" not in dev and "pts" not in dev
+    assert {"null", "zero", "random", "urandom"} <= set(dev) and "pts" not in dev and "kmsg" not in dev
+    assert shm == "/tmp/work" and pool == "[1, 2]"  # multiprocessing's semaphores live in the tmpfs
 
 
 @needs_sandbox
