@@ -13,6 +13,11 @@ never a thread; a fixed pool of worker threads answers the complete requests. Ev
   ``max_buffered_bytes``; a body that does not fit now gets 503 at once, unread;
 * at most ``max_connections`` connections are open; one more gets 503 and is closed;
 * with a bearer ``token`` every request must carry ``Authorization: Bearer <token>`` (else 401, unread).
+
+A refused body is never held: what the client still sends is dropped as it arrives (for at most
+``read_timeout``), so that a client that sends its whole body before reading sees the refusal, not a
+reset. Memory therefore stays near ``3 * max_buffered_bytes`` at worst (each held body, its decoded text
+and its parsed JSON) plus a few KB per connection.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ MAX_HEAD_BYTES = 64 * 1024
 # A burst of connections waits here to be accepted; the kernel caps it (net.core.somaxconn). A short
 # queue makes the kernel drop connection attempts, and the client retries only after a second or more.
 BACKLOG = socket.SOMAXCONN
-LINGER_SECONDS = 2.0  # how long a refused client may go on sending a body that is dropped unread
+LINGER_PAUSE = 2.0  # a refused client that stops sending for this long is closed
 # A route answers a request body with (HTTP status, JSON payload); it runs in a worker thread.
 Route = Callable[[bytes], "tuple[int, dict[str, Any]]"]
 
@@ -230,7 +235,7 @@ class JsonServer:
         if self.open_connections >= self.limits.max_connections:
             busy = {"error": f"server busy: {self.limits.max_connections} connections open; try again later"}
             writer.write(response_bytes(503, busy, close=True, extra={"Retry-After": "1"}))
-            await self._discard(reader, writer)
+            await self._discard(reader, writer, LINGER_PAUSE)  # not counted among the connections: short
             await self._close(writer)
             return
         self.open_connections += 1
@@ -253,15 +258,17 @@ class JsonServer:
         except (*_GONE, OSError):
             writer.transport.abort()
 
-    async def _discard(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _discard(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float) -> None:
         """After refusing a request whose body was not read: end our side, then read and drop what the
-        client still sends, for at most LINGER_SECONDS, so that it reads the refusal instead of a reset."""
+        client still sends (as nginx's lingering close does), so that a client that sends its whole body
+        before reading gets the refusal, not a reset. Nothing is kept; it stops after ``seconds`` in all,
+        or once the client pauses for LINGER_PAUSE seconds."""
         if writer.can_write_eof():
             writer.write_eof()
-        deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
+        deadline = asyncio.get_running_loop().time() + seconds
         try:
             while (left := deadline - asyncio.get_running_loop().time()) > 0:
-                if not await asyncio.wait_for(reader.read(MAX_HEAD_BYTES), left):
+                if not await asyncio.wait_for(reader.read(MAX_HEAD_BYTES), min(left, LINGER_PAUSE)):
                     return
         except (*_GONE, OSError):
             pass
@@ -282,7 +289,7 @@ class JsonServer:
         except HttpError as exc:
             extra = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {"Retry-After": "1"} if exc.status == 503 else {}
             await self._send(writer, head, exc.status, {"error": exc.message}, close=True, extra=extra)
-            await self._discard(reader, writer)
+            await self._discard(reader, writer, self.limits.read_timeout)
             return False
         try:
             if head.headers.get("expect", "").lower() == "100-continue":

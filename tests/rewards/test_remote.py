@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from reinforcepp.rewards import RewardError, score_completions
-from reinforcepp.rewards.http_server import HttpError, Limits, body_length, parse_head, token_matches
+from reinforcepp.rewards.http_server import HttpError, Limits, MiB, body_length, parse_head, token_matches
 from reinforcepp.rewards.remote import (
     TOKEN_ENV,
     RemoteRewardFunction,
@@ -296,3 +296,10 @@ def test_the_cli_refuses_bad_tokens_and_limits_in_one_line(tmp_path, capsys, mon
         assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
     with pytest.raises(SystemExit):
         serve_main(["--function", spec, "--idle-timeout", "0"])
+
+
+def test_a_body_over_the_cap_is_a_clear_413_for_a_client_that_sends_it_whole(serve):
+    _, url = serve(length_with_label, limits=Limits(max_body_bytes=MiB, max_buffered_bytes=MiB))
+    big = "a" * (3 * MiB)  # urllib sends the whole body before it reads: the server drops it, then answers
+    with pytest.raises(RewardError, match=rf"HTTP 413\): request body of \d+ bytes exceeds the limit of {MiB} bytes"):
+        RemoteRewardFunction(url, retries=0)(["p"], [big], label=["x"], weight=[1])
