@@ -232,6 +232,12 @@ class JsonServer:
     # --- one connection --------------------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._serve_connection(reader, writer)
+        except asyncio.CancelledError:  # the server stops: end quietly (asyncio logs a cancelled callback task)
+            writer.transport.abort()
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.open_connections >= self.limits.max_connections:
             busy = {"error": f"server busy: {self.limits.max_connections} connections open; try again later"}
             writer.write(response_bytes(503, busy, close=True, extra={"Retry-After": "1"}))
