@@ -16,8 +16,8 @@ never a thread; a fixed pool of worker threads answers the complete requests. Ev
 
 A refused body is never held: what the client still sends is dropped as it arrives (for at most
 ``read_timeout``), so that a client that sends its whole body before reading sees the refusal, not a
-reset. Memory therefore stays near ``3 * max_buffered_bytes`` at worst (each held body, its decoded text
-and its parsed JSON) plus a few KB per connection.
+reset. Memory therefore stays below ``max_buffered_bytes`` of held bodies, plus for each worker the
+text and the parsed JSON of the body it answers (about twice the body), plus a few KB per connection.
 """
 
 from __future__ import annotations
@@ -142,6 +142,19 @@ def response_bytes(status: int, payload: dict[str, Any], *, close: bool, extra: 
         headers["Connection"] = "close"
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+async def read_body(reader: asyncio.StreamReader, length: int) -> bytearray:
+    """Exactly ``length`` bytes, into one buffer (``readexactly`` holds them twice while it copies)."""
+    body = bytearray(length)
+    view, got = memoryview(body), 0
+    while got < length:
+        chunk = await reader.read(min(length - got, MAX_HEAD_BYTES))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", length)
+        view[got : got + len(chunk)] = chunk
+        got += len(chunk)
+    return body
 
 
 class _DaemonPool:
@@ -301,7 +314,7 @@ class JsonServer:
             if head.headers.get("expect", "").lower() == "100-continue":
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             try:
-                body = await asyncio.wait_for(reader.readexactly(length), self.limits.read_timeout)
+                body = await asyncio.wait_for(read_body(reader, length), self.limits.read_timeout)
             except _TIMEOUTS:
                 message = f"request body not received within {self.limits.read_timeout} s"
                 await self._send(writer, head, 408, {"error": message}, close=True)

@@ -114,8 +114,9 @@ def test_2000_requests_from_16_threads_get_only_right_answers():
     assert after["threads"] <= WORKERS + 2  # the workers, the event loop's thread, nothing per connection
 
 
+@pytest.mark.slow  # waits out the idle timeout
 def test_400_idle_connections_hold_no_threads_and_are_closed_after_the_idle_timeout():
-    idle_timeout = 2.0
+    idle_timeout = 3.0
     with served("--idle-timeout", str(idle_timeout)) as (proc, port):
         exchange(port, b"GET /health HTTP/1.1\r\n\r\n")  # the workers have started
         before = status(proc.pid)
@@ -139,8 +140,8 @@ def test_400_idle_connections_hold_no_threads_and_are_closed_after_the_idle_time
           f"request answered in {latency * 1e3:.1f} ms, the idle ones closed {spread[0]:.2f}-{spread[-1]:.2f} s after "
           f"they connected, the dribbling one after {held_for[dribbler]:.2f} s (idle timeout {idle_timeout} s)")
     assert during["threads"] == before["threads"] <= WORKERS + 2
-    assert latency < 1.0
-    assert len(held_for) == len(idle) and idle_timeout - 0.1 < spread[0] and spread[-1] < idle_timeout + 2
+    assert latency < idle_timeout / 2  # answered at once, not after the idle ones are let go
+    assert len(held_for) == len(idle) and idle_timeout - 0.1 < spread[0] and spread[-1] < idle_timeout + 3
 
 
 def closed_after(opened: dict, dribbler: socket.socket, *, deadline: float) -> dict:
@@ -222,7 +223,8 @@ def test_concurrent_big_bodies_keep_the_server_memory_bounded():
     assert all(a[0] in (200, 503) for a in answers) and any(a[0] == 200 for a in answers)
     assert all(a[1] == {"rewards": [0.5]} for a in answers if a[0] == 200)
     assert all("server busy" in a[1]["error"] and a[2]["Retry-After"] == "1" for a in answers if a[0] == 503)
-    # held raw bodies, plus per worker its text decoded and parsed (two more copies of an ASCII body)
+    # held raw bodies, plus per worker (2) its body decoded and parsed (two more copies of an ASCII body),
+    # plus 16 MiB for the allocator; all 8 bodies held and parsed at once would take 3 copies of each
     assert growth < (buffered_mb + 2 * 2 * body_mb + 16) * MiB < 8 * 3 * len(body)
 
 
