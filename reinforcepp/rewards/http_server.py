@@ -57,7 +57,7 @@ class Limits:
     max_connections: int = 512
     workers: int = 8
     max_body_bytes: int = 64 * MiB
-    max_buffered_bytes: int = 256 * MiB
+    max_buffered_bytes: int = 128 * MiB
 
     def __post_init__(self) -> None:
         for name in ("idle_timeout", "read_timeout", "max_connections", "workers", "max_body_bytes"):
