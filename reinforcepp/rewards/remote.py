@@ -268,7 +268,8 @@ class RemoteRewardFunction:
             raise ValueError("retries and backoff must be >= 0 and timeout > 0")
         self.url = _score_url(url)
         self.batch_size, self.timeout, self.retries, self.backoff = batch_size, timeout, retries, backoff
-        self._token = token if token is not None else os.environ.get(TOKEN_ENV) or None  # never in repr or logs
+        token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self._token = None if token is None else checked_token(token)  # never in repr, logs or errors
         self.__name__ = f"remote_reward({url})"  # reward logs name functions by __name__
 
     def __repr__(self) -> str:

@@ -3,7 +3,9 @@ over HTTP (POST /score, GET /health) for ``RemoteRewardFunction`` / a URL reward
 
 Idle, slow and oversized clients are bounded (``--idle-timeout``, ``--read-timeout``, ``--max-connections``,
 ``--max-body-mb``, ``--max-buffered-mb``); a non-loopback ``--host`` needs a bearer token, from
-``--token-file`` or ``$REINFORCEPP_REWARD_TOKEN`` (the client sends the same variable)."""
+``--token-file`` or ``$REINFORCEPP_REWARD_TOKEN`` (the client sends the same variable). The server speaks
+plain HTTP: across a network that is not trusted, put TLS in front of it (a reverse proxy, an SSH tunnel),
+or the token can be read on the way."""
 
 from __future__ import annotations
 

@@ -237,6 +237,10 @@ def test_a_served_token_is_checked_and_the_client_sends_it(serve, monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     assert RemoteRewardFunction(url)(["p"], ["ab"], **kw) == [3.0] and TOKEN not in repr(RemoteRewardFunction(url))
     assert server.requests == 2  # the refused request was never read
+    monkeypatch.setenv(TOKEN_ENV, TOKEN + "\n")  # would break the header: refused without echoing it
+    with pytest.raises(RewardError, match="without spaces") as info:
+        RemoteRewardFunction(url)
+    assert TOKEN not in str(info.value)
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(url + "/health", timeout=5)
     assert info.value.code == 401
