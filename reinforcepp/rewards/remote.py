@@ -12,22 +12,25 @@ keywords it names):
   that requires a keyword the request lacks then answers 400 naming it;
 * ``GET /health`` answers ``{"status": "ok"}``;
 * a failing function answers 500 ``{"error": "..."}`` naming the sample (via ``score_completions``);
-  a bad request answers 400 ``{"error": "..."}``.
+  a bad request answers 400 ``{"error": "..."}``;
+* idle, slow, oversized and unauthenticated clients are bounded or refused before their body is read
+  (``http_server``: 401, 408, 411, 413, 503); binding a non-loopback address needs a bearer token
+  (``token``, from ``--token-file`` or ``$REINFORCEPP_REWARD_TOKEN``).
 
 Client: ``RemoteRewardFunction(url)`` is a TRL-style reward function (keywords, ``**kwargs``) that sends
 the batch in chunks, with ``completion_ids`` when it is given them (servers older than that field
-answer 400 to it), retries connection errors, timeouts and 5xx answers without an error message
-(exponential backoff), and raises ``RewardError`` with a clear message otherwise. It is modelled on
+answer 400 to it) with ``Authorization: Bearer $REINFORCEPP_REWARD_TOKEN`` when that is set, retries
+connection errors, timeouts, 503 and 5xx answers without an error message (exponential backoff), and raises ``RewardError`` with a clear message otherwise. It is modelled on
 OpenRLHF's HTTP reward model (POST JSON, timeout, retries), with this project's request format.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
 import socket
-import sys
 import threading
 import time
 import urllib.error
@@ -35,7 +38,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .function import (
@@ -46,11 +48,15 @@ from .function import (
     load_reward_function,
     score_completions,
 )
+from .http_server import JsonServer, Limits, listening_socket
 
 __all__ = ["RemoteRewardFunction", "RewardServer", "remote_reward", "reward_from_env"]
 
-MAX_BODY_BYTES = 256 * 1024 * 1024
 URL_ENV = "REINFORCEPP_REWARD_URL"
+# The bearer token comes from the environment on both sides, never from a config file: the config is
+# saved with every run and checkpoint, a command line is visible to every local user in ps.
+TOKEN_ENV = "REINFORCEPP_REWARD_TOKEN"
+MIN_TOKEN_CHARS = 16
 
 
 class _BadRequest(ValueError):
@@ -103,147 +109,122 @@ def _parse_request(body: bytes) -> _Request:
     return _Request(prompts, completions, columns, completion_ids)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"  # keep-alive: a client may reuse the connection
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
-        if self.server.verbose:
-            super().log_message(format, *args)
-
-    def _reply(self, status: int, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload, allow_nan=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:  # noqa: N802
-        if self.path.rstrip("/") == "/health":
-            self._reply(200, {"status": "ok"})
-        else:
-            self._reply(404, {"error": f"no such endpoint {self.path!r}; use POST /score or GET /health"})
-
-    def do_POST(self) -> None:  # noqa: N802
-        if self.path.rstrip("/") != "/score":
-            self._reply(404, {"error": f"no such endpoint {self.path!r}; use POST /score or GET /health"})
-            return
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self.close_connection = True
-            self._reply(411, {"error": "Content-Length header required"})
-            return
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True
-            self._reply(413, {"error": f"request body of {length} bytes exceeds {MAX_BODY_BYTES}"})
-            return
-        body = self.rfile.read(length)
-        self.server.requests += 1
-        try:
-            request = _parse_request(body)
-            scores = score_completions(self.server.fn, request.prompts, request.completions, request.columns,
-                                       completion_ids=request.completion_ids, timeout=self.server.fn_timeout)
-        except (_BadRequest, RewardSignatureError) as exc:  # the request lacks what the function needs
-            self._reply(400, {"error": str(exc)})
-            return
-        except Exception as exc:  # RewardError names the sample; anything else is still reported
-            self._reply(500, {"error": str(exc) if isinstance(exc, RewardError) else repr(exc)})
-            return
-        self._reply(200, {"rewards": [None if math.isnan(s) else s for s in scores]})
+def checked_token(token: str) -> str:
+    """A bearer token fit for an HTTP header and not guessable by length alone."""
+    if len(token) < MIN_TOKEN_CHARS or not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        raise RewardError(f"reward server token: must be at least {MIN_TOKEN_CHARS} printable ASCII characters without "
+                          f"spaces (got {len(token)} characters); e.g. python -c 'import secrets; print(secrets.token_urlsafe())'")
+    return token
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a hung reward function does not block shutdown
-    fn: RewardFn
-    fn_timeout: float | None
-    verbose: bool
-    requests: int
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that timed out and hung up is normal; report anything else as usual.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
+def is_loopback(host: str) -> bool:
+    """Every address ``host`` names is a loopback address (``''`` and ``0.0.0.0`` mean every interface: no)."""
+    if not host:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False
+    return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
 
 
 class RewardServer:
-    """Serve a reward function over HTTP (``POST /score``, ``GET /health``).
+    """Serve a reward function over HTTP (``POST /score``, ``GET /health``), under ``limits`` (see
+    ``http_server``: timeouts, connection, body and memory bounds).
 
     ``function`` is a callable or a spec for ``load_reward_function`` (``'file.py:name'``,
     ``'package.module:name'``). ``timeout`` bounds each call of the function (``None``: no bound).
+    ``token``: the bearer token every request must carry; required to bind a non-loopback address.
     """
 
-    def __init__(self, function: RewardFn | str, *, timeout: float | None = None, verbose: bool = False):
+    def __init__(self, function: RewardFn | str, *, timeout: float | None = None, verbose: bool = False,
+                 token: str | None = None, limits: Limits | None = None):
         self.fn: RewardFn = load_reward_function(function)
         self.timeout = timeout
         self.verbose = verbose
-        self._httpd: _Server | None = None
+        self.token = None if token is None else checked_token(token)
+        self.limits = limits or Limits()
+        self._server: JsonServer | None = None
         self._thread: threading.Thread | None = None
+        self._requests = 0
+        self._count_lock = threading.Lock()
 
-    def _bind(self, host: str, port: int) -> _Server:
-        if self._httpd is not None:
+    def _bind(self, host: str, port: int) -> JsonServer:
+        if self._server is not None:
             raise RuntimeError("RewardServer is already serving")
-        httpd = _Server((host, port), _Handler)
-        httpd.fn, httpd.fn_timeout, httpd.verbose, httpd.requests = self.fn, self.timeout, self.verbose, 0
-        self._httpd = httpd
-        return httpd
+        if self.token is None and not is_loopback(host):
+            raise RewardError(f"serving on {host or 'every interface'!r} (not a loopback address) needs a bearer token: "
+                              f"--token-file FILE or ${TOKEN_ENV}")
+        routes = {("POST", "/score"): self._score, ("GET", "/health"): _health}
+        self._server = JsonServer(listening_socket(host, port), routes, self.limits, self.token, self.verbose)
+        return self._server
+
+    def _score(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Answer one POST /score body (in a worker thread)."""
+        with self._count_lock:
+            self._requests += 1
+        try:
+            request = _parse_request(body)
+            scores = score_completions(self.fn, request.prompts, request.completions, request.columns,
+                                       completion_ids=request.completion_ids, timeout=self.timeout)
+        except (_BadRequest, RewardSignatureError) as exc:  # the request lacks what the function needs
+            return 400, {"error": str(exc)}
+        except Exception as exc:  # RewardError names the sample; anything else is still reported
+            return 500, {"error": str(exc) if isinstance(exc, RewardError) else repr(exc)}
+        return 200, {"rewards": [None if math.isnan(s) else s for s in scores]}
 
     @property
     def port(self) -> int:
-        if self._httpd is None:
+        if self._server is None:
             raise RuntimeError("RewardServer is not serving")
-        return self._httpd.server_address[1]
+        return self._server.sock.getsockname()[1]
 
     @property
     def url(self) -> str:
-        host = self._httpd.server_address[0] if self._httpd else "127.0.0.1"
+        host = self._server.sock.getsockname()[0] if self._server else "127.0.0.1"
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
     @property
     def requests(self) -> int:
         """How many POST /score requests this server has received (for tests and logs)."""
-        return self._httpd.requests if self._httpd else 0
+        return self._requests
 
     def serve(self, host: str = "127.0.0.1", port: int = 8000, *, on_ready: Callable[[str], None] | None = None) -> None:
         """Serve until ``shutdown()`` (from another thread) or KeyboardInterrupt."""
-        httpd = self._bind(host, port)
+        server = self._bind(host, port)
         if on_ready is not None:
             on_ready(self.url)
-        try:
-            httpd.serve_forever(poll_interval=0.1)
-        finally:
-            httpd.server_close()
+        server.serve_forever()
 
     def start_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Serve from a daemon thread; returns the bound port (``port=0``: a free one)."""
-        httpd = self._bind(host, port)
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="reward-server", daemon=True
-        )
+        server = self._bind(host, port)
+        self._thread = threading.Thread(target=server.serve_forever, name="reward-server", daemon=True)
         self._thread.start()
+        if not server.ready.wait(10):
+            raise RuntimeError("the reward server did not start within 10 s")
         return self.port
 
     def shutdown(self) -> None:
         """Stop serving and close the socket (safe to call twice)."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
+        server, self._server = self._server, None
+        if server is None:
             return
+        server.stop()
         if self._thread is not None:
-            httpd.shutdown()
             self._thread.join(timeout=5)
             self._thread = None
-        else:  # serve() in another thread
-            httpd.shutdown()
-        httpd.server_close()
 
     def __enter__(self) -> RewardServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _health(body: bytes) -> tuple[int, dict[str, Any]]:
+    return 200, {"status": "ok"}
 
 
 def _score_url(url: str) -> str:
@@ -274,17 +255,21 @@ class RemoteRewardFunction:
 
     ``url``: ``http://host:port`` (posts to ``/score``) or a full URL with a path. The batch goes in
     chunks of ``batch_size``. Connection errors, timeouts and 5xx answers without an error message are
-    tried again up to ``retries`` more times, sleeping ``backoff * 2**k`` seconds in between. A server
-    error message (500 with ``{"error": ...}``) or a 4xx answer is raised at once as ``RewardError``.
+    tried again up to ``retries`` more times, sleeping ``backoff * 2**k`` seconds in between; so is 503
+    (server busy). A server error message (500 with ``{"error": ...}``) or a 4xx answer is raised at once
+    as ``RewardError``. ``token`` (default ``$REINFORCEPP_REWARD_TOKEN``): sent as ``Authorization: Bearer``.
     """
 
-    def __init__(self, url: str, *, batch_size: int = 64, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5):
+    def __init__(self, url: str, *, batch_size: int = 64, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
+                 token: str | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if retries < 0 or timeout <= 0 or backoff < 0:
             raise ValueError("retries and backoff must be >= 0 and timeout > 0")
         self.url = _score_url(url)
         self.batch_size, self.timeout, self.retries, self.backoff = batch_size, timeout, retries, backoff
+        token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self._token = None if token is None else checked_token(token)  # never in repr, logs or errors
         self.__name__ = f"remote_reward({url})"  # reward logs name functions by __name__
 
     def __repr__(self) -> str:
@@ -316,7 +301,10 @@ class RemoteRewardFunction:
             data = json.dumps(body, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             raise RewardError(f"{where}: cannot send {span} as JSON (columns must be JSON values): {exc}") from None
-        request = urllib.request.Request(self.url, data=data, method="POST", headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
+        request = urllib.request.Request(self.url, data=data, method="POST", headers=headers)
         tries = self.retries + 1
         last = ""
         for attempt in range(tries):
@@ -327,6 +315,11 @@ class RemoteRewardFunction:
                     raw = response.read()
             except urllib.error.HTTPError as exc:
                 message = _error_message(exc)
+                if exc.code == 503:  # busy (too many connections or bytes held): worth another try
+                    last = f"HTTP 503 {message or exc.reason}"
+                    continue
+                if exc.code == 401:
+                    message = f"{message or exc.reason} (the client sends ${TOKEN_ENV} as its bearer token)"
                 if 400 <= exc.code < 500:
                     raise RewardError(f"{where} rejected the request for {span} (HTTP {exc.code}): {message or exc.reason}") from None
                 if message is not None:  # the function itself failed: retrying would fail the same way

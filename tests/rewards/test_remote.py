@@ -1,5 +1,6 @@
 """Remote rewards over loopback HTTP: RewardServer <-> RemoteRewardFunction."""
 
+import http.client
 import json
 import socket
 import subprocess
@@ -12,7 +13,15 @@ import urllib.request
 import pytest
 
 from reinforcepp.rewards import RewardError, score_completions
-from reinforcepp.rewards.remote import RemoteRewardFunction, RewardServer, remote_reward, reward_from_env
+from reinforcepp.rewards.http_server import HttpError, Limits, MiB, body_length, parse_head, token_matches
+from reinforcepp.rewards.remote import (
+    TOKEN_ENV,
+    RemoteRewardFunction,
+    RewardServer,
+    is_loopback,
+    remote_reward,
+    reward_from_env,
+)
 from reinforcepp.rewards.serve import main as serve_main
 
 
@@ -178,3 +187,123 @@ def test_a_url_spec_loads_a_remote_reward_and_the_cli_has_the_command():
     assert isinstance(load_reward_function("http://127.0.0.1:9/score"), RemoteRewardFunction)
     with pytest.raises(SystemExit):  # argparse: --function is required
         main(["serve-reward"])
+
+
+# --- bounds, lengths and the bearer token (the load and abuse figures: tests/reliability) ----------------
+
+TOKEN = "t0ken-for-the-tests-" + "x" * 8
+
+
+def test_heads_and_lengths_are_parsed_strictly():
+    head = parse_head(b"POST /score/?a=1 HTTP/1.1\r\nContent-Length: 12\r\nX-A: 1\r\nx-a: 2\r\n\r\n")
+    assert (head.method, head.path, head.keep_alive) == ("POST", "/score", True)
+    assert head.headers == {"content-length": "12", "x-a": "1, 2"}
+    assert not parse_head(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive
+    assert not parse_head(b"GET / HTTP/1.0\r\n\r\n").keep_alive
+    for raw in (b"GET /\r\n\r\n", b"GET / SPDY/3\r\n\r\n", b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+                b"GET / HTTP/1.1\r\nA: 1\r\n folded\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"):
+        with pytest.raises(HttpError) as info:
+            parse_head(raw)
+        assert info.value.status == 400
+    assert body_length({"content-length": "12"}, 12, required=True) == 12
+    assert body_length({}, 12, required=False) == 0
+    for headers, status in (({}, 411), ({"transfer-encoding": "chunked"}, 411), ({"content-length": "-1"}, 400),
+                            ({"content-length": " "}, 400), ({"content-length": "13"}, 413)):
+        with pytest.raises(HttpError) as info:
+            body_length(headers, 12, required=True)
+        assert info.value.status == status
+
+
+def test_the_token_check_and_what_counts_as_loopback():
+    assert token_matches({"authorization": f"Bearer {TOKEN}"}, TOKEN)
+    assert token_matches({"authorization": f"bearer  {TOKEN} "}, TOKEN)
+    for value in ("", TOKEN, f"Basic {TOKEN}", f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}"):
+        assert not token_matches({"authorization": value}, TOKEN)
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.8.9.1", "localhost", "::1"))
+    assert not any(is_loopback(h) for h in ("", "0.0.0.0", "::", "192.0.2.1", "no-such-host.invalid"))
+    with pytest.raises(RewardError, match="at least 16"):
+        RewardServer(length_with_label, token="short")
+    with pytest.raises(RewardError, match="needs a bearer token"):  # refused before anything is bound
+        RewardServer(length_with_label).start_in_thread(host="0.0.0.0")
+
+
+def test_a_served_token_is_checked_and_the_client_sends_it(serve, monkeypatch):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    server, url = serve(length_with_label, token=TOKEN)
+    kw = {"label": ["ab"], "weight": [1]}
+    assert RemoteRewardFunction(url, token=TOKEN)(["p"], ["ab"], **kw) == [3.0]
+    with pytest.raises(RewardError, match=rf"HTTP 401\): missing or wrong bearer token \(the client sends \${TOKEN_ENV}"):
+        RemoteRewardFunction(url, retries=3)(["p"], ["ab"], **kw)
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    assert RemoteRewardFunction(url)(["p"], ["ab"], **kw) == [3.0] and TOKEN not in repr(RemoteRewardFunction(url))
+    assert server.requests == 2  # the refused request was never read
+    monkeypatch.setenv(TOKEN_ENV, TOKEN + "\n")  # would break the header: refused without echoing it
+    with pytest.raises(RewardError, match="without spaces") as info:
+        RemoteRewardFunction(url)
+    assert TOKEN not in str(info.value)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(url + "/health", timeout=5)
+    assert info.value.code == 401
+
+
+def test_keep_alive_expect_continue_and_wrong_methods(serve):
+    _, url = serve(length_with_label)
+    port = int(url.rsplit(":", 1)[1])
+    body = json.dumps({"prompts": ["p"], "completions": ["ab"], "columns": {"label": ["ab"], "weight": [2]}}).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    for _ in range(2):  # one connection, two requests
+        connection.request("POST", "/score", body)
+        response = connection.getresponse()
+        assert response.status == 200 and json.loads(response.read()) == {"rewards": [5.0]}
+    connection.request("GET", "/score")
+    response = connection.getresponse()
+    assert response.status == 405 and "use POST /score, GET /health" in json.loads(response.read())["error"]
+    connection.close()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"POST /score HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert b"200 OK" in sock.recv(1000)
+
+
+def test_a_busy_server_answers_503_and_the_client_tries_again(serve):
+    release = threading.Event()
+
+    def slow(prompts, completions, **kw):
+        release.wait(5)
+        return [1.0] * len(completions)
+
+    server, url = serve(slow, limits=Limits(max_body_bytes=200, max_buffered_bytes=200))
+    first = threading.Thread(target=RemoteRewardFunction(url, retries=0), args=(["p"], ["a" * 100]))
+    first.start()  # holds more than half of the 200 bytes until released
+    deadline = time.monotonic() + 5
+    while server.requests == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(RewardError, match=r"after 1 tries: HTTP 503 server busy"):
+        RemoteRewardFunction(url, retries=0)(["p"], ["b" * 100])
+    threading.Timer(0.2, release.set).start()
+    assert RemoteRewardFunction(url, retries=3, backoff=0.2)(["p"], ["b" * 100]) == [1.0]
+    first.join(5)
+
+
+def test_the_cli_refuses_bad_tokens_and_limits_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    spec = "reinforcepp.rewards.toy:target_char_share"
+    for argv, says in ((["--token-file", str(tmp_path / "missing")], "--token-file: cannot read"),
+                       (["--token-file", str(empty)], "is empty"),
+                       (["--host", "0.0.0.0"], "needs a bearer token"),
+                       (["--max-body-mb", "8", "--max-buffered-mb", "4"], "--max-buffered-mb (4) must be at least")):
+        assert serve_main(["--function", spec, "--port", "0", *argv]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
+    with pytest.raises(SystemExit):
+        serve_main(["--function", spec, "--idle-timeout", "0"])
+
+
+def test_a_body_over_the_cap_is_a_clear_413_for_a_client_that_sends_it_whole(serve):
+    _, url = serve(length_with_label, limits=Limits(max_body_bytes=MiB, max_buffered_bytes=MiB))
+    big = "a" * (3 * MiB)  # urllib sends the whole body before it reads: the server drops it, then answers
+    with pytest.raises(RewardError, match=rf"HTTP 413\): request body of \d+ bytes exceeds the limit of {MiB} bytes"):
+        RemoteRewardFunction(url, retries=0)(["p"], [big], label=["x"], weight=[1])
