@@ -92,7 +92,8 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
                 # in float64, and the advantages' statistics with them: large rewards must not overflow
                 rewards = run.reward_transform(scored_rewards.double())
                 if greedy_rewards is not None:
-                    greedy_rewards = run.reward_transform(dist.gather_rows(greedy_rewards).double()).repeat_interleave(n)
+                    greedy_rewards = dist.gather_rows(greedy_rewards).double()
+                    greedy_rewards = run.reward_transform(greedy_rewards).repeat_interleave(n)
                 # the update's shuffles, drawn first: these passes then batch rows as its first epoch does
                 actor_orders = shuffled_orders(cfg, len(rewards), generator)
                 critic_orders = shuffled_orders(cfg, len(rewards), generator) if run.critic is not None else None

@@ -42,7 +42,9 @@ class Scorer:
     @property
     def name(self) -> str:
         """The reward source, for messages."""
-        return "the reward model" if self.reward_model is not None else f"reward function {function_name(self.function)}"
+        if self.reward_model is not None:
+            return "the reward model"
+        return f"reward function {function_name(self.function)}"
 
     def __call__(self, prompts: list[Prompt], rollout: Rollout, n: int) -> torch.Tensor:
         """Raw rewards [B], float32: NaN where the function returned None (skip); a score float32 cannot hold
