@@ -87,7 +87,7 @@ def _step(opt: Optimization, loss: float, cfg: Config, where: str) -> tuple[torc
         opt.skips.record_ok()
         return norm, False
     opt.optimizer.zero_grad(set_to_none=True)
-    names = sorted({name for rank_bad in dist.gather_objects(bad) for name in rank_bad})
+    names = list(dict.fromkeys(name for rank_bad in dist.gather_objects(bad) for name in rank_bad))
     opt.skips.record_skip(where, names, cfg.train.max_skipped_steps)
     return norm, True
 
