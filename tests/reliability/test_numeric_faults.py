@@ -225,6 +225,28 @@ def test_a_reward_beyond_float32_is_an_error_naming_the_sample():
         score([-6e38, 1.0, 2.0, 3.0])
 
 
+class _RewardModel(torch.nn.Module):
+    """Scores each sequence with a fixed value (a NaN from a broken reward model)."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.bias, self.values = torch.nn.Parameter(torch.zeros(())), torch.tensor(values)
+
+    def score(self, input_ids, attention_mask, normalize=False):
+        return self.values + self.bias
+
+
+def test_a_non_finite_reward_model_score_is_an_error_naming_the_sample():
+    rollout = _Rollout(4)
+    rollout.prompt_ids, rollout.prompt_mask = torch.full((4, 1), 5), torch.ones(4, 1, dtype=torch.long)
+    prompts = [_Prompt("p0"), _Prompt("p1")]
+    ok = Scorer(_Tokenizer(), reward_model=_RewardModel([0.5, -1.0, 2.0, 0.0]))
+    assert ok(prompts, rollout, n=2).tolist() == [0.5, -1.0, 2.0, 0.0]
+    broken = Scorer(_Tokenizer(), reward_model=_RewardModel([0.5, -1.0, math.nan, 0.0]))
+    with pytest.raises(RewardError, match=r"^the reward model returned nan for sample 2 \(prompt 'p1'\)"):
+        broken(prompts, rollout, n=2)
+
+
 def test_a_scaled_reward_beyond_float32_is_an_error_naming_reward_scale():
     rewards = torch.tensor([0.0, 0.25, 0.5], dtype=torch.float64)
     out = RewardTransform(scale=1e38)(rewards)
@@ -434,3 +456,12 @@ def test_cli_reward_scale_past_float32_is_one_line(cli_args, tmp_path, capsys):
     (line,) = error_lines(capsys.readouterr().err)
     assert line.startswith("error: reward.scale: 1e+38 x the reward ") and "beyond float32's range" in line
     assert not (tmp_path / "run" / "final").exists()
+
+
+def test_cli_target_kl_stops_each_update_and_says_where(cli_args, tmp_path, caplog):
+    """Two epochs of one mini-batch: the first starts at pi_old (KL ~1e-14), the second at the moved policy."""
+    assert main(cli_args("train.epochs=2", "train.target_kl=1e-9", "train.num_steps=2")) == 0
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [row["actor/kl_stop_minibatch"] for row in rows] == [2, 2]
+    stops = [r.getMessage() for r in caplog.records if "train.target_kl" in r.getMessage()]
+    assert [m.split(":")[0] for m in stops] == ["step 1, actor mini-batch 2", "step 2, actor mini-batch 2"]
