@@ -91,8 +91,9 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from reinforcepp.models import ModelLoadError
     from reinforcepp.rewards import RewardError
     from reinforcepp.train.checkpoint import CheckpointError
+    from reinforcepp.train.numerics import NumericError
 
-    return DataError, ModelLoadError, RewardError, CheckpointError, FileExistsError
+    return DataError, ModelLoadError, RewardError, CheckpointError, NumericError, FileExistsError
 
 
 def _run_train(args: argparse.Namespace) -> int:

@@ -12,3 +12,12 @@ def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     for t in tensors:
         dtype = torch.promote_types(dtype, t.dtype)
     return dtype
+
+
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def beyond_float32(values: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the finite values that a float32 cast would turn into +-inf."""
+    values = values.double()
+    return torch.isfinite(values) & (values.abs() > FLOAT32_MAX)

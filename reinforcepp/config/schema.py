@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
@@ -143,14 +144,19 @@ class RewardConfig(_Section):
         description="Standardize R: running batch moments, the fixed mean/std below, or the reward "
         "model's stored mean/std (model).",
     )
-    mean: float = Field(0.0, description="Mean for normalize=fixed.")
+    mean: float = Field(0.0, allow_inf_nan=False, description="Mean for normalize=fixed.")
     std: PositiveFloat = Field(1.0, description="Std for normalize=fixed.")
     clip: PositiveFloat | None = Field(None, description="Clip R to [-clip, clip] after normalizing.")
     overlong_buffer: PositiveInt | None = Field(
         None, description="DAPO's soft overlong penalty over the last N tokens of rollout.max_new_tokens; None = off."
     )
     overlong_factor: float = Field(1.0, ge=0, description="The overlong penalty at rollout.max_new_tokens.")
-    scale: float = Field(1.0, description="Multiply R by this after clipping.")
+    scale: float = Field(1.0, allow_inf_nan=False, description="Multiply R by this after clipping.")
+    max_skipped_fraction: Fraction = Field(
+        1.0, description="Stop the run (error naming the reward function) when the reward function skips "
+        "(returns None for) more than this fraction of a step's samples; a step whose samples are all skipped "
+        "always stops it (nothing to learn from). 1.0 = only that.",
+    )
 
     @field_validator("function", mode="plain")
     @classmethod
@@ -275,6 +281,24 @@ class TrainConfig(_Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute each decoder layer's activations in the backward (non-reentrant): the same "
         "gradients, less activation memory, about one more forward pass of time.",
+    )
+    max_skipped_steps: PositiveInt = Field(
+        3, description="An optimizer step whose loss or gradient norm is NaN/inf is skipped (weights, optimizer "
+        "and LR schedule untouched; counted in actor/skipped_steps, one warning line); this many consecutive "
+        "skips stop the run with an error naming the step and the quantity.",
+    )
+    target_kl: PositiveFloat | None = Field(
+        None, description="PPO early stop (the Stable-Baselines3 / Spinning Up convention): when a mini-batch's "
+        "approx KL(pi_old || pi) (k3, token mean over the whole mini-batch) exceeds 1.5 x target_kl, its "
+        "optimizer step and the rest of the update's mini-batches and epochs are skipped; None = off.",
+    )
+    warn_kl_above: PositiveFloat | None = Field(
+        1.0, description="Warn once when the per-token KL to the reference (metric kl) exceeds this: the policy "
+        "drifted far from the reference (divergence); None = never.",
+    )
+    warn_entropy_below: NonNegativeFloat | None = Field(
+        1e-3, description="Warn once when the policy's mean token entropy (actor/entropy) falls below this: "
+        "it samples nearly deterministically (collapse), so samples of a prompt stop differing; None = never.",
     )
 
 

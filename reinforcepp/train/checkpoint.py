@@ -41,6 +41,8 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_model, save_model
 
+from .finite import first_nonfinite
+
 MARKER = "COMPLETE"
 META_FILE = "meta.json"
 TMP_PREFIX = ".tmp-"
@@ -95,8 +97,9 @@ def save_checkpoint(
     layout = _check_state(state)
 
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
+    require_finite({**state.modules, **state.objects}, final)
+    root.mkdir(parents=True, exist_ok=True)
     if final.exists() and not overwrite:
         raise CheckpointError(f"{final} already exists; pass overwrite=True to replace it")
 
@@ -192,6 +195,7 @@ def save_hf_model(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, *
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise CheckpointError(f"{out_dir} already exists; pass overwrite=True to replace it")
+    require_finite({"model": model}, out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
     tmp = out_dir.parent / f"{TMP_PREFIX}{out_dir.name}-{os.getpid()}-{secrets.token_hex(4)}"
@@ -207,6 +211,14 @@ def save_hf_model(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, *
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def require_finite(parts: Mapping[str, Any], target: str | Path) -> None:
+    """Refuse (CheckpointError naming the tensor) to write ``target`` when anything in ``parts`` (name ->
+    module, optimizer, state dict...) holds a NaN or inf: nothing non-finite is ever saved."""
+    problem = first_nonfinite(parts)
+    if problem is not None:
+        raise CheckpointError(f"refusing to write {target}: {problem}; nothing non-finite is saved")
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -19,8 +19,9 @@ from . import dist, sharding
 from .experience import Experience, gather_experience
 from .forward import autocast_dtype, critic_values, policy_logprobs
 from .metrics import MetricsLog, QuietLog
+from .numerics import DriftWarnings, check_weights, to_float32
 from .run import Run, build_run
-from .scoring import drop_unscored
+from .scoring import check_skipped, drop_unscored
 from .state import refuse_to_overwrite, restore_state, save_final, save_state
 from .stats import step_metrics
 from .update import rank_micro_batches, shuffled_orders, single_pass, update_actor, update_critic
@@ -52,6 +53,7 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
         run.run_dir, tensorboard=cfg.log.tensorboard, progress=cfg.log.progress,
         total_steps=cfg.train.num_steps, start_step=start)
     n, algo = cfg.rollout.n_samples_per_prompt, cfg.algo
+    drift = DriftWarnings()
     try:
         if start == 0 and cfg.train.eval_every and cfg.eval.before_training:
             run.metrics.log_eval(0, evaluate(run))  # the starting policy: step 0 of every curve
@@ -85,10 +87,13 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
                     exp.old_logp = rollout.logprobs.float() * exp.response_mask
                 exp = gather_experience(exp)
                 raw_rewards, scored_rewards, finished = map(dist.gather_rows, (raw_rewards, scored_rewards, rollout.finished))
+                check_skipped(raw_rewards, cfg.reward.max_skipped_fraction, run.scorer.name, step)
                 run.reward_transform.observe(raw_rewards[torch.isfinite(raw_rewards)])
-                rewards = run.reward_transform(scored_rewards)
+                # in float64, and the advantages' statistics with them: large rewards must not overflow
+                rewards = run.reward_transform(scored_rewards.double())
                 if greedy_rewards is not None:
-                    greedy_rewards = run.reward_transform(dist.gather_rows(greedy_rewards)).repeat_interleave(n)
+                    greedy_rewards = dist.gather_rows(greedy_rewards).double()
+                    greedy_rewards = run.reward_transform(greedy_rewards).repeat_interleave(n)
                 # the update's shuffles, drawn first: these passes then batch rows as its first epoch does
                 actor_orders = shuffled_orders(cfg, len(rewards), generator)
                 critic_orders = shuffled_orders(cfg, len(rewards), generator) if run.critic is not None else None
@@ -96,16 +101,19 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
                                       critic_order=None if critic_orders is None else critic_orders[0])
                 kl = kl_estimate(exp.old_logp, exp.ref_logp, algo.kl.estimator, clamp=algo.kl.clamp) if kl_in_reward else None
                 # 5. Advantages (REINFORCE++: token returns, then the global batch z-score).
-                exp.advantages, exp.returns = compute_advantages(
+                advantages, returns = compute_advantages(
                     algo.advantage.estimator, rewards=rewards, mask=exp.response_mask, group_size=n,
                     kl=kl, kl_coef=algo.kl.coef if kl_in_reward else 0.0, gamma=algo.advantage.gamma,
                     lam=algo.advantage.lam, values=exp.values, greedy_rewards=greedy_rewards,
                 )
+                exp.advantages = to_float32(advantages, f"step {step}: advantages")
+                exp.returns = to_float32(returns, f"step {step}: returns")
             # 6. Update: PPO-clip epochs over shuffled mini-batches (and the critic for PPO).
             with timed(timings, "update"):
-                stats = update_actor(run.actor, exp, cfg, actor_orders)
+                stats = update_actor(run.actor, exp, cfg, actor_orders, step=step)
                 if run.critic is not None:
-                    stats |= update_critic(run.critic, exp, cfg, critic_orders)
+                    stats |= update_critic(run.critic, exp, cfg, critic_orders, step=step)
+                check_weights({"policy": run.policy, "critic": run.critic and run.critic.model}, step)
             timings["timing/step"] = time.perf_counter() - step_start
             if dist.initialized():
                 timings["timing/collectives"] = dist.collective_seconds() - collectives_start
@@ -114,6 +122,7 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.num_steps):
                 metrics |= evaluate(run)
             run.metrics.log(step, metrics)
+            drift.check(cfg, step, metrics)
             if cfg.log.prompt_rewards:
                 run.metrics.log_prompt_rewards(step, prompt_indices, raw_rewards)
             if cfg.ckpt.every and step % cfg.ckpt.every == 0 and step < cfg.train.num_steps:

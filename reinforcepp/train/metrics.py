@@ -79,11 +79,13 @@ class MetricsLog:
                 f.write(json.dumps({"step": step, "prompt": index, "rewards": values}) + "\n")
 
     def _write(self, step: int, metrics: dict[str, float]) -> None:
-        clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        # NaN and +-inf are kept: a diverging run must show it. JSON has no such numbers, so they are written as
+        # Python's json writes them (NaN, Infinity, -Infinity), which json.loads (and the report reader) reads.
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, **clean}) + "\n")
+            f.write(json.dumps({"step": step, **scalars}, allow_nan=True) + "\n")
         if self.writer is not None:
-            for key, value in clean.items():
+            for key, value in scalars.items():
                 self.writer.add_scalar(key, value, step)
             self.writer.flush()
 

@@ -34,12 +34,22 @@ def clip_and_step(
 
     Returns the norm before clipping (detached).
     """
+    norm = clip_gradients(model, max_grad_norm)
+    step_and_zero(optimizer, scheduler)
+    return norm
+
+
+def clip_gradients(model: torch.nn.Module, max_grad_norm: float | None) -> torch.Tensor:
+    """Clip the trainable parameters' gradient norm (when set); returns the norm before clipping (detached)."""
     params = [p for p in model.parameters() if p.requires_grad]
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm is not None else float("inf"))
+    return norm.detach()
+
+
+def step_and_zero(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return norm.detach()
 
 
 def build_optimizer(

@@ -32,6 +32,7 @@ from .checkpoint import (
     _write_json,
     _write_objects,
 )
+from .finite import first_nonfinite
 
 SHARDED = "sharded"
 FORMAT = "dcp"
@@ -67,12 +68,17 @@ def save_sharded(root: str | Path, step: int, trainables: Trainables, objects: M
 
     root = Path(root)
     final = root / f"step_{step:08d}"
+    state = _state(trainables)
+    # each rank checks its shards; every rank refuses if any found a NaN or inf
+    problems = [p for p in dist.gather_objects(first_nonfinite({**state, **objects})) if p is not None]
+    if problems:
+        raise CheckpointError(f"refusing to write {final}: {problems[0]}; nothing non-finite is saved")
     tmp = root / str(dist.broadcast_object(f"{TMP_PREFIX}{final.name}-{os.getpid()}-{secrets.token_hex(4)}"))
     if dist.is_main():
         tmp.mkdir(parents=True)
     dist.barrier()
     try:
-        dcp.save(_state(trainables), checkpoint_id=str(tmp / SHARDED))  # returns once .metadata is written
+        dcp.save(state, checkpoint_id=str(tmp / SHARDED))  # returns once .metadata is written
         if dist.is_main():
             _write_objects(tmp, objects)
             layout = {"format": FORMAT, "step": step, "world_size": dist.world_size(),

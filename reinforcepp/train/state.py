@@ -15,6 +15,7 @@ from .checkpoint import (
     complete_checkpoints,
     latest_checkpoint,
     load_checkpoint,
+    require_finite,
     restore_rng_state,
     save_checkpoint,
     save_hf_model,
@@ -131,6 +132,7 @@ def save_final(run: Run) -> Path:
     if dist.is_main():
         export_policy(policy, run.tokenizer, final)
         if run.critic is not None:
+            require_finite({"critic": critic_state or run.critic.model}, run.run_dir / "final_critic")
             run.critic.model.save_pretrained(run.run_dir / "final_critic", state_dict=critic_state)
     dist.barrier()
     return final

@@ -55,9 +55,10 @@ def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, finished: torc
         "response_length/mean": lengths.mean().item(),
         "response_length/max": lengths.max().item(),
         "response_length/clip_ratio": (~finished).double().mean().item(),  # cut at max_new_tokens
-        "advantages/mean": masked_mean(exp.advantages, mask).item(),
-        "advantages/std": masked_var(exp.advantages, mask).sqrt().item(),
-        "returns/mean": masked_mean(exp.returns, mask).item(),
+        # in float64: a sum over the batch's tokens of float32 returns near float32's limit would overflow
+        "advantages/mean": masked_mean(exp.advantages.double(), mask).item(),
+        "advantages/std": masked_var(exp.advantages.double(), mask).sqrt().item(),
+        "returns/mean": masked_mean(exp.returns.double(), mask).item(),
         "data/skipped_prompts": float(run.skipped_prompts),
         "data/epoch": float(run.sampler.epoch),
     }
@@ -70,7 +71,7 @@ def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, finished: torc
         out["kl"] = masked_mean(kl_estimate(exp.old_logp, exp.ref_logp, est), mask).item()
         out["kl/seq_k1"] = ((exp.old_logp - exp.ref_logp) * mask).sum(dim=1).mean().item()
     if exp.values is not None:
-        out["critic/values_mean"] = masked_mean(exp.values, mask).item()
+        out["critic/values_mean"] = masked_mean(exp.values.double(), mask).item()
     generated = mask.sum().item()
     out["perf/tokens_per_s"] = generated / timings["timing/step"]
     out["perf/rollout_tokens_per_s"] = generated / timings["timing/rollout"]

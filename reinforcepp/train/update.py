@@ -12,9 +12,10 @@ ranks (tests/train/test_distributed.py).
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -24,7 +25,12 @@ from reinforcepp.config import Config
 from . import dist
 from .experience import Experience
 from .forward import checkpointing, critic_values, policy_logprobs
-from .optim import clip_and_step
+from .numerics import SkipCount, nonfinite_names
+from .optim import clip_gradients, step_and_zero
+
+log = logging.getLogger(__name__)
+# train.target_kl stops the update at 1.5 x target_kl, as Stable-Baselines3 and OpenAI Spinning Up do
+TARGET_KL_FACTOR = 1.5
 
 
 @dataclass
@@ -35,6 +41,7 @@ class Optimization:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     max_grad_norm: float | None
+    skips: SkipCount = field(default_factory=SkipCount)
 
 
 def shuffled_orders(cfg: Config, num_sequences: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -54,16 +61,39 @@ def rank_micro_batches(mini_batch: torch.Tensor, micro_batch_size: int) -> Itera
     yield from mini_batch[list(dist.shard_range(len(mini_batch)))].split(micro_batch_size)
 
 
-def _step(opt: Optimization, micro_losses: Callable[[Experience], torch.Tensor], exp: Experience,
-          rows: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """Accumulate gradients over micro-batches of this rank's share of ``rows``, clip, step. Returns the
-    grad norm (of the whole mini-batch's gradient)."""
+def _backward(opt: Optimization, micro_losses: Callable[[Experience], torch.Tensor], exp: Experience,
+              rows: torch.Tensor, cfg: Config) -> float:
+    """Accumulate gradients over micro-batches of this rank's share of ``rows``; returns this rank's share of
+    the mini-batch's loss."""
     # FSDP averages the ranks' gradients; the sum is the mini-batch's gradient, so scale by the world size
     scale = dist.world_size()
+    total = 0.0
     with checkpointing(opt.model, cfg.train.gradient_checkpointing):
         for micro in rank_micro_batches(rows, cfg.train.micro_batch_size):
-            (micro_losses(exp.rows(micro), micro) * scale).backward()
-    return clip_and_step(opt.model, opt.optimizer, opt.scheduler, opt.max_grad_norm)
+            loss = micro_losses(exp.rows(micro), micro)
+            total += float(loss.detach())
+            (loss * scale).backward()
+    return total
+
+
+def _step(opt: Optimization, loss: float, cfg: Config, where: str) -> tuple[torch.Tensor, bool]:
+    """Clip and step, unless the loss or the gradient norm is non-finite on any rank: then the step is skipped
+    (gradients zeroed; weights, optimizer and schedule untouched) and counted. Returns (the grad norm of the
+    whole mini-batch's gradient, whether the step was skipped)."""
+    norm = clip_gradients(opt.model, opt.max_grad_norm)
+    bad = nonfinite_names({"loss": loss, "grad_norm": float(norm)})
+    if dist.all_ok(not bad):  # one decision for every rank: a NaN on one skips on all
+        step_and_zero(opt.optimizer, opt.scheduler)
+        opt.skips.record_ok()
+        return norm, False
+    opt.optimizer.zero_grad(set_to_none=True)
+    names = list(dict.fromkeys(name for rank_bad in dist.gather_objects(bad) for name in rank_bad))
+    opt.skips.record_skip(where, names, cfg.train.max_skipped_steps)
+    return norm, True
+
+
+def _where(step: int | None, role: str, index: int) -> str:
+    return f"{'' if step is None else f'step {step}, '}{role} mini-batch {index}"
 
 
 class _Meter:
@@ -99,13 +129,15 @@ def single_pass(cfg: Config, num_sequences: int) -> bool:
     return cfg.train.epochs == 1 and num_sequences <= cfg.train.batch_size
 
 
-def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[torch.Tensor]) -> dict[str, float]:
+def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[torch.Tensor], *,
+                 step: int | None = None) -> dict[str, float]:
     """PPO-clip updates of the policy over the experience (paper eq. 1, plus the KL/entropy loss terms), its
     rows taken in ``orders`` (:func:`shuffled_orders`).
 
     Models stay in eval mode: dropout is off in RL, so the updated policy is the one that sampled.
     With ``exp.old_logp`` None (allowed only for a :func:`single_pass` update) log pi_old is taken from the
     update's own forward, detached, and written to ``exp.old_logp``: one forward pass fewer per step.
+    With train.target_kl set, the update stops early (:func:`_kl_stop`). ``step``: the RL step, for messages.
     """
     loss_cfg, kl_cfg = cfg.algo.loss, cfg.algo.kl
     old_from_forward = exp.old_logp is None
@@ -116,7 +148,9 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[t
     kl_in_loss = kl_cfg.placement == "loss" and kl_cfg.coef > 0
     token_norm = loss_cfg.token_norm or cfg.rollout.max_new_tokens
     meter = _Meter()
-    for rows in optimizer_steps(cfg, orders):
+    skipped, stopped_at = 0, 0
+    for index, rows in enumerate(optimizer_steps(cfg, orders), start=1):
+        kl_k3 = torch.zeros(2, dtype=torch.float64)  # this rank's sum of k3 over tokens, and its tokens
         norm = {
             "agg": loss_cfg.agg,
             "num_tokens": exp.response_mask[rows].sum().float(),  # rows: the whole mini-batch, every rank's share
@@ -145,6 +179,7 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[t
             tokens = float(mask.sum())
             for name, value in stats.items():
                 meter.add(f"actor/{name}", value, tokens)
+            kl_k3.add_(torch.tensor([float(stats["approx_kl_k3"]) * tokens, tokens], dtype=torch.float64))
             meter.add("actor/entropy", masked_mean(entropy.detach(), mask), tokens)
             if kl_in_loss:
                 kl = kl_loss(logp, mb.ref_logp.to(device), mask, kl_cfg.estimator, clamp=kl_cfg.clamp, **norm)
@@ -154,18 +189,50 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[t
                 loss = loss - loss_cfg.entropy_coef * aggregate(entropy, mask, **norm)
             return loss
 
-        meter.add_whole("actor/grad_norm", _step(opt, micro_losses, exp, rows, cfg))
+        loss = _backward(opt, micro_losses, exp, rows, cfg)
         for name, value in step_loss.items():
             meter.add_share(name, value)
+        if _kl_stop(cfg, kl_k3, index, step):
+            opt.optimizer.zero_grad(set_to_none=True)
+            stopped_at = index
+            break
+        grad_norm, was_skipped = _step(opt, loss, cfg, _where(step, "actor", index))
+        meter.add_whole("actor/grad_norm", grad_norm)
+        skipped += was_skipped
     if old_from_forward:  # each rank filled the rows of its share (zeros elsewhere)
         exp.old_logp = dist.global_sum(exp.old_logp)
-    return {**meter.means(), "actor/lr": opt.scheduler.get_last_lr()[0]}
+    return {**meter.means(), "actor/lr": opt.scheduler.get_last_lr()[0], **_skip_metrics("actor", opt, skipped),
+            **({"actor/kl_stop_minibatch": float(stopped_at)} if cfg.train.target_kl is not None else {})}
 
 
-def update_critic(opt: Optimization, exp: Experience, cfg: Config, orders: list[torch.Tensor]) -> dict[str, float]:
+def _kl_stop(cfg: Config, kl_k3: torch.Tensor, index: int, step: int | None) -> bool:
+    """train.target_kl: whether the mini-batch's approx KL (k3, token mean over every rank's rows) passed
+    1.5 x target_kl, so that its step and the rest of the update are skipped (logged)."""
+    target = cfg.train.target_kl
+    if target is None:
+        return False
+    total, tokens = dist.global_sum(kl_k3).tolist()
+    approx_kl = total / max(tokens, 1.0)
+    if approx_kl <= TARGET_KL_FACTOR * target:
+        return False
+    if dist.is_main():
+        log.warning("%s: approx KL %.3g > %g x train.target_kl = %.3g: the update stops here (this mini-batch and "
+                    "the rest are not applied)", _where(step, "actor", index), approx_kl, TARGET_KL_FACTOR,
+                    TARGET_KL_FACTOR * target)
+    return True
+
+
+def _skip_metrics(role: str, opt: Optimization, skipped: int) -> dict[str, float]:
+    """Optimizer steps skipped for a non-finite loss or grad norm: in this update, and in this process."""
+    return {f"{role}/skipped_steps": float(skipped), f"{role}/skipped_steps_total": float(opt.skips.total)}
+
+
+def update_critic(opt: Optimization, exp: Experience, cfg: Config, orders: list[torch.Tensor], *,
+                  step: int | None = None) -> dict[str, float]:
     """Clipped value-loss regression of the critic onto the returns (PPO's critic), rows taken in ``orders``."""
     meter = _Meter()
-    for rows in optimizer_steps(cfg, orders):
+    skipped = 0
+    for index, rows in enumerate(optimizer_steps(cfg, orders), start=1):
         num_tokens = exp.response_mask[rows].sum().float()
         step_loss = defaultdict(float)
 
@@ -181,6 +248,9 @@ def update_critic(opt: Optimization, exp: Experience, cfg: Config, orders: list[
             meter.add("critic/value_clip_frac", stats["value_clip_frac"], float(mask.sum()))
             return loss
 
-        meter.add_whole("critic/grad_norm", _step(opt, micro_losses, exp, rows, cfg))
+        loss = _backward(opt, micro_losses, exp, rows, cfg)
+        grad_norm, was_skipped = _step(opt, loss, cfg, _where(step, "critic", index))
+        meter.add_whole("critic/grad_norm", grad_norm)
         meter.add_share("critic/value_loss", step_loss["critic/value_loss"])
-    return {**meter.means(), "critic/lr": opt.scheduler.get_last_lr()[0]}
+        skipped += was_skipped
+    return {**meter.means(), "critic/lr": opt.scheduler.get_last_lr()[0], **_skip_metrics("critic", opt, skipped)}
