@@ -31,6 +31,9 @@ from .checkpoint import (
     _prune,
     _write_json,
     _write_objects,
+    checkpoint_problem,
+    file_checksums,
+    read_layout,
 )
 
 SHARDED = "sharded"
@@ -76,7 +79,8 @@ def save_sharded(root: str | Path, step: int, trainables: Trainables, objects: M
         if dist.is_main():
             _write_objects(tmp, objects)
             layout = {"format": FORMAT, "step": step, "world_size": dist.world_size(),
-                      "modules": sorted(trainables), "objects": {name: "state_dict" for name in objects}, "meta": {}}
+                      "modules": sorted(trainables), "objects": {name: "state_dict" for name in objects}, "meta": {},
+                      "sha256": file_checksums(tmp)}  # every rank's shards: DCP returned after all were written
             _write_json(tmp / META_FILE, layout)
             _write_json(tmp / MARKER, {"step": step})
             _fsync_tree(tmp)
@@ -99,7 +103,10 @@ def load_sharded(path: str | Path, trainables: Trainables, objects: Mapping[str,
     path = Path(path)
     if not (path / MARKER).is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint (no {MARKER} file)")
-    layout = json.loads((path / META_FILE).read_text())
+    problem = dist.broadcast_object(checkpoint_problem(path) if dist.is_main() else None)  # one rank reads it all
+    if problem is not None:
+        raise CheckpointError(problem)
+    layout = read_layout(path)
     missing = sorted(set(trainables) - set(layout["modules"]))
     if missing:
         raise CheckpointError(f"{path} holds no {missing} (it has {layout['modules']})")
