@@ -22,6 +22,7 @@ from typing import Callable
 import pytest
 
 from reinforcepp.cli import main
+from tiny_runs import three_steps, tiny_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,14 +51,6 @@ class Ctx:
 
     def run_copy(self) -> Path:
         return Path(shutil.copytree(self.trained, self.tmp / "copied-run"))
-
-
-def tiny_run(model: Path, prompts: Path, output_dir: Path) -> list[str]:
-    return [
-        f"model.policy={model}", f"data.prompts={prompts}", "reward.function=reinforcepp.rewards.toy:target_char_share",
-        "rollout.batch_size=2", "rollout.max_new_tokens=4", "train.batch_size=2", "train.micro_batch_size=2",
-        "train.num_steps=1", "log.progress=false", "log.tensorboard=false", f"output_dir={output_dir}",
-    ]
 
 
 @dataclass
@@ -320,7 +313,7 @@ def resume_metrics_damaged(c: Ctx) -> list[str]:
 def trained(tiny_dir, prompt_file, tmp_path_factory):
     """A 3-step run with checkpoints at steps 1 and 2, and its metrics."""
     run = tmp_path_factory.mktemp("trained") / "run"
-    assert main(["train", *tiny_run(tiny_dir, prompt_file, run), "train.num_steps=3", "ckpt.every=1"]) == 0
+    assert main(three_steps(tiny_dir, prompt_file, run)) == 0
     return run
 
 
