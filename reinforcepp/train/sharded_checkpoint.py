@@ -94,7 +94,7 @@ def save_sharded(root: str | Path, step: int, trainables: Trainables, objects: M
     return final
 
 
-def load_sharded(path: str | Path, trainables: Trainables, objects: Mapping[str, Any]) -> int:
+def load_sharded(path: str | Path, trainables: Trainables, objects: Mapping[str, Any], *, verify: bool = True) -> int:
     """Restore models, optimizers and stateful objects in place (call on all ranks, any number of them,
     sharded or not); returns the checkpoint's step. Objects saved as values are returned by name."""
     import torch.distributed.checkpoint as dcp
@@ -103,7 +103,8 @@ def load_sharded(path: str | Path, trainables: Trainables, objects: Mapping[str,
     path = Path(path)
     if not (path / MARKER).is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint (no {MARKER} file)")
-    problem = dist.broadcast_object(checkpoint_problem(path) if dist.is_main() else None)  # one rank reads it all
+    # the checksums, read by one rank (False: the caller just did)
+    problem = dist.broadcast_object(checkpoint_problem(path) if dist.is_main() and verify else None)
     if problem is not None:
         raise CheckpointError(problem)
     layout = read_layout(path)

@@ -79,7 +79,7 @@ def find_checkpoint(run: Run) -> Path | None:
         if complete_checkpoints(root):
             return newest_intact(root)
     if (path / MARKER).is_file():  # named by the user: no fallback, but say where an intact one is
-        problem = checkpoint_problem(path)
+        problem = problem_of(path)
         if problem is not None:
             raise CheckpointError(f"ckpt.resume: {problem}{_earlier_intact_hint(path)}")
         return path
@@ -92,8 +92,13 @@ def find_checkpoint(run: Run) -> Path | None:
 
 def _earlier_intact_hint(path: Path) -> str:
     earlier = [p for _, p in reversed(complete_checkpoints(path.parent)) if p.name < path.name]
-    intact = next((p for p in earlier if checkpoint_problem(p) is None), None)
+    intact = next((p for p in earlier if problem_of(p) is None), None)
     return f"; the earlier checkpoint {intact} is intact: resume from it" if intact else ""
+
+
+def problem_of(path: Path) -> str | None:
+    """``checkpoint_problem`` read by rank 0 alone under torchrun (the files are the same for all)."""
+    return dist.broadcast_object(checkpoint_problem(path) if dist.is_main() else None)
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -108,9 +113,9 @@ def newest_intact(root: Path) -> Path | None:
     complete = [path for _, path in reversed(complete_checkpoints(root))]
     problems = []
     for path in complete:
-        problem = checkpoint_problem(path)
+        problem = problem_of(path)
         if problem is None:
-            if problems:
+            if problems and dist.is_main():
                 log.warning("ckpt.resume: %s; resuming from the earlier intact checkpoint %s",
                             "; ".join(problems), path)
             return path
@@ -127,7 +132,8 @@ def restore_state(run: Run) -> int:
         log.info("ckpt.resume: no checkpoint in %s yet; starting from step 0", run.run_dir / CHECKPOINTS)
         return 0
     if sharded_checkpoint.is_sharded(path):  # written under torchrun: any number of ranks reads it
-        step = sharded_checkpoint.load_sharded(path, _trainables(run), {**_small_objects(run), "rng": _RngState()})
+        step = sharded_checkpoint.load_sharded(path, _trainables(run), {**_small_objects(run), "rng": _RngState()},
+                                               verify=False)  # find_checkpoint verified it
     elif run.sharded:  # a one-process checkpoint resumed under torchrun
         sharded_checkpoint.load_full_into_sharded(path, _trainables(run),
                                                   {"policy": "actor_optimizer", "critic": "critic_optimizer"})

@@ -22,7 +22,7 @@ from typing import Callable
 import pytest
 
 from reinforcepp.cli import main
-from tiny_runs import three_steps, tiny_run
+from tiny_runs import finished_run, tiny_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -311,10 +311,7 @@ def resume_metrics_damaged(c: Ctx) -> list[str]:
 
 @pytest.fixture(scope="module")
 def trained(tiny_dir, prompt_file, tmp_path_factory):
-    """A 3-step run with checkpoints at steps 1 and 2, and its metrics."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    assert main(three_steps(tiny_dir, prompt_file, run)) == 0
-    return run
+    return finished_run(tmp_path_factory.mktemp("trained"), tiny_dir, prompt_file)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from reinforcepp.cli import main
-from tiny_runs import three_steps
+from tiny_runs import finished_run, three_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 STEP1, STEP2 = "checkpoints/step_00000001", "checkpoints/step_00000002"
@@ -25,9 +25,7 @@ FINAL_WEIGHTS = "final/model.safetensors"
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_dir, prompt_file, tmp_path_factory):
-    run = tmp_path_factory.mktemp("uninterrupted") / "run"
-    assert main(three_steps(tiny_dir, prompt_file, run)) == 0
-    return run
+    return finished_run(tmp_path_factory.mktemp("uninterrupted"), tiny_dir, prompt_file)
 
 
 @pytest.fixture

@@ -17,3 +17,12 @@ def tiny_run(model: Path, prompts: Path, output_dir: Path) -> list[str]:
 def three_steps(model: Path, prompts: Path, output_dir: Path) -> list[str]:
     """`reinforcepp train` argv of a 3-step tiny run with checkpoints at steps 1 and 2."""
     return ["train", *tiny_run(model, prompts, output_dir), "train.num_steps=3", "ckpt.every=1"]
+
+
+def finished_run(folder: Path, model: Path, prompts: Path) -> Path:
+    """A finished 3-step run in ``folder/run``: checkpoints at steps 1 and 2, metrics, the final model."""
+    from reinforcepp.cli import main
+
+    run = folder / "run"
+    assert main(three_steps(model, prompts, run)) == 0
+    return run
