@@ -76,16 +76,16 @@ def check_sources(cfg: Config, *, need_prompts: bool = True) -> None:
 
 
 def check_output_dir(path: Path) -> None:
-    """output_dir can be created and written to: checked before any model loads, so a path under a regular
-    file or on a read-only file system fails now, in one line, not at the first checkpoint."""
-    blocker = next((p for p in (path, *path.parents) if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise ConfigError(f"output_dir: {path} cannot be a directory: {blocker} is a file")
+    """output_dir can be created and written to: checked before any model loads (and without creating it),
+    so a path under a regular file or on a read-only file system fails now, in one line, not at the first
+    checkpoint."""
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())  # "/" exists
+    if not existing.is_dir():
+        raise ConfigError(f"output_dir: {path} cannot be a directory: {existing} is a file")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
+        tempfile.TemporaryFile(dir=existing).close()  # a nameless file: nothing is left behind
     except OSError as exc:
-        raise ConfigError(f"output_dir: cannot write to {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"output_dir: cannot write to {path}: {exc.strerror or exc} ({existing})") from None
 
 
 def remove_stale_saves(run_dir: Path) -> None:
