@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from reinforcepp.models.safetensors_file import safetensors_problem
 from reinforcepp.train import checkpoint
@@ -86,11 +86,13 @@ def test_a_checkpoint_older_than_checksums_loads_and_its_weights_are_still_check
 
 
 def test_non_finite_weights_are_refused_on_load(tmp_path):
-    net = torch.nn.Linear(4, 2)
-    with torch.no_grad():
-        net.bias[1] = float("inf")
-    # written as a damaged or pre-check save would have: the checksums match, the values do not
-    path = save_checkpoint(tmp_path, 1, CheckpointState(modules={"net": net}))
+    path = save_checkpoint(tmp_path, 1, CheckpointState(modules={"net": torch.nn.Linear(4, 2)}))
+    # an inf written as a save without the finite check would have: the checksums match, the values do not
+    weights = load_file(path / "net.safetensors")
+    weights["bias"][1] = float("inf")
+    save_file(weights, path / "net.safetensors")
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps({**meta, "sha256": checkpoint.file_checksums(path)}))
     with pytest.raises(CheckpointError, match=r"net.safetensors: tensor 'bias' holds non-finite"):
         load_checkpoint(path, modules={"net": torch.nn.Linear(4, 2)})
 
