@@ -28,9 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if not isinstance(exc, (ConfigError, *_input_errors())):
             raise
-        # bad input: one clear line, no traceback; checkpoints already written stay intact
-        print(f"error: {exc}", file=sys.stderr)
+        # bad input: one clear line (per config problem), no traceback; checkpoints already written stay intact
+        for problem in getattr(exc, "problems", None) or (str(exc),):
+            print(f"error: {one_line(problem)}", file=sys.stderr)
         return 2
+
+
+def one_line(message: str) -> str:
+    """A message on one line: a library's multi-line text (YAML's, transformers') is joined with spaces."""
+    return " ".join(message.split())
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,9 +97,10 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from reinforcepp.models import ModelLoadError
     from reinforcepp.rewards import RewardError
     from reinforcepp.train.checkpoint import CheckpointError
+    from reinforcepp.train.metrics import MetricsFileError
     from reinforcepp.train.numerics import NumericError
 
-    return DataError, ModelLoadError, RewardError, CheckpointError, NumericError, FileExistsError
+    return DataError, ModelLoadError, RewardError, CheckpointError, NumericError, MetricsFileError, FileExistsError
 
 
 def _run_train(args: argparse.Namespace) -> int:

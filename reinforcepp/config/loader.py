@@ -39,13 +39,20 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{path}: invalid YAML{_yaml_where(exc)}") from None
     if data is None:  # an empty file means "all defaults"
         return {}
     if not isinstance(data, dict):
         kind = type(data).__name__
         raise ConfigError(f"{path}: the top level must be a mapping of config keys, got {kind}")
     return data
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """" at line L, column C: problem" from a YAML error, whose own text spans several lines."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {problem or exc}"
 
 
 def _apply_override(data: dict[str, Any], override: str) -> None:
@@ -58,7 +65,7 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     try:
         value = yaml.safe_load(raw_value)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {override!r}: the value is not valid YAML: {exc}") from None
+        raise ConfigError(f"override {override!r}: the value is not valid YAML{_yaml_where(exc)}") from None
     node = data
     for depth, part in enumerate(parts[:-1], start=1):
         if node.get(part) is None:  # absent, or an optional section that is off (null): setting a key turns it on

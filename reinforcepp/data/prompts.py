@@ -62,9 +62,17 @@ def check_string_column(rows: list[Any], key: str, source: str) -> None:
 
 def _check_rows(rows: list[Any], prompt_key: str, source: str) -> list[dict[str, Any]]:
     check_string_column(rows, prompt_key, source)
+    for i, row in enumerate(rows):
+        if is_blank(row[prompt_key]):
+            raise DataError(f"{source}, row {i}: empty prompt in {prompt_key!r}")
     if not rows:
         raise DataError(f"{source}: no prompts")
     return rows
+
+
+def is_blank(prompt: str) -> bool:
+    """An empty or whitespace-only prompt asks nothing (and an empty one has no token to generate from)."""
+    return not prompt.strip()
 
 
 def column_names(rows: Iterable[dict[str, Any]]) -> list[str]:
@@ -97,8 +105,13 @@ def read_jsonl(path: str | Path, prompt_key: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"prompt file not found: {path}")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with path.open("rb") as f:  # bytes, decoded per line: a non-UTF-8 line is named by its number
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = f"byte {raw[exc.start]:#04x} at column {exc.start + 1}"
+                raise DataError(f"{path}:{line_no}: not UTF-8 text ({bad})") from None
             if not line.strip():
                 continue
             try:
@@ -107,6 +120,8 @@ def read_jsonl(path: str | Path, prompt_key: str) -> list[dict[str, Any]]:
                 raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict) or not isinstance(row.get(prompt_key), str):
                 raise DataError(f"{path}:{line_no}: expected an object with a string {prompt_key!r}")
+            if is_blank(row[prompt_key]):
+                raise DataError(f"{path}:{line_no}: empty prompt in {prompt_key!r}")
             rows.append(row)
     if not rows:
         raise DataError(f"{path}: no prompts")
@@ -139,6 +154,8 @@ def tokenize_prompts(
                 [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
             )
         ids = tokenizer(text, add_special_tokens=not use_template)["input_ids"]
+        if not ids:  # generation needs at least one token to start from
+            raise DataError(f"prompt {text[:80]!r} has no tokens after tokenization")
         if len(ids) > max_len:
             skipped += 1
             continue

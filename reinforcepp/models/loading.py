@@ -17,6 +17,9 @@ from typing import Any
 
 import torch
 import transformers
+from safetensors import SafetensorError
+
+from .safetensors_file import safetensors_problem
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +122,11 @@ def load_pretrained(auto_class: Any, path: str | Path, *, what: str, gguf_file: 
         kwargs["gguf_file"] = gguf_file
     elif where == "local directory" and auto_class is not transformers.AutoTokenizer:
         _require_config(Path(path).expanduser(), what)
+        _require_whole_weights(Path(path).expanduser(), what)
     source = str(Path(path).expanduser()) if where == "local directory" else str(path)
     try:
         return auto_class.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         if where == "hub id":
             tried = (
                 f"it is not a local directory, so it was tried as a hub id (offline mode: "
@@ -162,6 +166,14 @@ def _require_config(directory: Path, what: str) -> None:
         raise ModelLoadError(
             f"could not load the {what} from {str(directory)!r}: it is a local directory without config.json{hint}"
         )
+
+
+def _require_whole_weights(directory: Path, what: str) -> None:
+    # A truncated or empty weights file would otherwise fail inside safetensors with no file named.
+    for file in sorted(directory.glob("*.safetensors")):
+        problem = safetensors_problem(file)
+        if problem is not None:
+            raise ModelLoadError(f"could not load the {what} from {str(directory)!r}: {problem}")
 
 
 def _require_gguf_support(gguf_file: str) -> None:

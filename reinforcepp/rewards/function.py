@@ -16,7 +16,8 @@ import importlib
 import importlib.util
 import inspect
 import math
-from collections.abc import Callable, Collection, Sequence
+import traceback
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +55,32 @@ def load_reward_function(spec: str | RewardFn) -> RewardFn:
             raise RewardError(f"reward.function: file not found: {path}")
         module_spec = importlib.util.spec_from_file_location(f"_reward_{path.stem}", path)
         module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise RewardError(f"reward.function: {import_failure(exc, str(path))}") from None
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
             raise RewardError(f"reward.function: cannot import {target!r}: {exc}") from None
+        except Exception as exc:
+            raise RewardError(f"reward.function: {import_failure(exc, target)}") from None
     fn = getattr(module, name, None)
     if not callable(fn):
         raise RewardError(f"reward.function: {target!r} has no callable {name!r}")
     return fn
+
+
+def import_failure(exc: Exception, source: str) -> str:
+    """One line for a reward module that failed while being imported: where (file:line) and why."""
+    if isinstance(exc, SyntaxError):
+        return f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}"
+    # the deepest frame of the user's own file (a module path names no file: the deepest frame at all)
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if Path(f.filename).resolve() == Path(source).resolve()] or frames[-1:]
+    where = f"{own[-1].filename}:{own[-1].lineno}" if own else source
+    return f"{where}: raised {type(exc).__name__}: {exc} while being imported"
 
 
 def function_name(fn: Callable) -> str:
@@ -199,12 +216,30 @@ def score_completions(
             try:
                 _call(fn, {name: values[i : i + 1] for name, values in kwargs.items()}, timeout)
             except Exception as exc:
-                raise RewardError(f"reward function failed on {_describe(i, prompts, completions)}: {exc!r}") from exc
-        raise RewardError(f"reward function failed on the batch: {batch_exc!r}") from batch_exc
-    scores = list(scores)
-    if len(scores) != len(prompts):
-        raise RewardError(f"reward function returned {len(scores)} scores for {len(prompts)} completions")
+                failed = f"reward function {function_name(fn)} failed on {_describe(i, prompts, completions)}"
+                raise RewardError(f"{failed}: {exc!r}") from exc
+        raise RewardError(f"reward function {function_name(fn)} failed on the batch: {batch_exc!r}") from batch_exc
+    scores = checked_score_list(fn, scores, len(prompts))
     for i, s in enumerate(scores):
         if s is not None and (isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s)):
-            raise RewardError(f"reward function returned {s!r} for {_describe(i, prompts, completions)}")
+            raise RewardError(f"reward function {function_name(fn)} returned {_short(s)} for "
+                              f"{_describe(i, prompts, completions)}; expected a finite float or None")
     return [math.nan if s is None else float(s) for s in scores]
+
+
+def checked_score_list(fn: Callable, scores: Any, expected: int) -> list[Any]:
+    """The reward function's answer as a list of ``expected`` entries; anything else (None, a number, a
+    string, a mapping, a list of the wrong length) is a RewardError naming the function."""
+    what = f"reward function {function_name(fn)}"
+    wanted = f"expected a list of {expected} floats, one per completion (None skips a sample)"
+    if scores is None or isinstance(scores, (str, bytes, dict)) or not isinstance(scores, Iterable):
+        raise RewardError(f"{what} returned {_short(scores)} ({type(scores).__name__}); {wanted}")
+    scores = list(scores)
+    if len(scores) != expected:
+        raise RewardError(f"{what} returned {len(scores)} scores for {expected} completions; {wanted}")
+    return scores
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

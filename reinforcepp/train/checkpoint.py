@@ -3,7 +3,8 @@
 A checkpoint is a directory `root/step_00000042/` holding:
     {name}.safetensors  one per module: its state dict (tied weights stored once)
     {name}.pt           one per object: an optimizer's/scheduler's state dict, or the object itself
-    meta.json           {"step", "modules", "objects", "meta"}: the layout plus the caller's metadata
+    meta.json           {"step", "modules", "objects", "meta", "sha256"}: the layout, the caller's metadata and
+                        the SHA-256 of every other file (verified on load: a damaged file is named, not loaded)
     COMPLETE            written last; a directory without it is not a checkpoint
 
 It is written into a temp dir `root/.tmp-step_00000042-<pid>-<random>/`, fsynced, then renamed into
@@ -26,6 +27,8 @@ Use:
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import pickle
@@ -39,14 +42,21 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
+
+from reinforcepp.models.safetensors_file import safetensors_problem
 
 from .finite import first_nonfinite
 
+CHECKPOINTS = "checkpoints"  # a run directory's folder of checkpoints
 MARKER = "COMPLETE"
 META_FILE = "meta.json"
 TMP_PREFIX = ".tmp-"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+# what save_checkpoint/save_hf_model name their temp dirs: .tmp-<name>-<pid>-<8 hex digits>
+_OUR_TMP = re.compile(rf"^{re.escape(TMP_PREFIX)}.+-(\d+)-[0-9a-f]{{8}}$")
+_DISK_FULL_BYTES = 1 << 20  # a write failed with less than this free: the disk was full
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -104,16 +114,19 @@ def save_checkpoint(
         raise CheckpointError(f"{final} already exists; pass overwrite=True to replace it")
 
     tmp = root / f"{TMP_PREFIX}{final.name}-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         _write_modules(tmp, state.modules)
         _write_objects(tmp, state.objects)
-        _write_json(tmp / META_FILE, {"step": step, **layout, "meta": state.meta})
+        _write_json(tmp / META_FILE, {"step": step, **layout, "meta": state.meta, "sha256": file_checksums(tmp)})
         _write_json(tmp / MARKER, {"step": step})  # last: it is what makes the checkpoint complete
         _fsync_tree(tmp)
         _move_into_place(tmp, final)
-    except BaseException:
+    except BaseException as exc:
+        error = write_error(exc, final)  # before the temp dir goes: a full disk is seen while it is full
         shutil.rmtree(tmp, ignore_errors=True)
+        if error is not None:
+            raise error from exc
         raise
     _prune(root, keep=keep, protect=final)
     return final
@@ -145,28 +158,32 @@ def load_checkpoint(
     objects: Mapping[str, Any] | None = None,
     map_location: str | torch.device = "cpu",
     weights_only: bool = True,
+    verify: bool = True,
 ) -> LoadedCheckpoint:
     """Restore `modules` (strict) and stateful `objects` in place from the checkpoint at `path`.
 
     Returns every saved object and the metadata. weights_only=False is needed only for objects that
-    are arbitrary Python classes; it unpickles code, so use it on checkpoints you trust.
+    are arbitrary Python classes; it unpickles code, so use it on checkpoints you trust. verify: check
+    every file against its checksum first (False: the caller just did, with `checkpoint_problem`).
+    Loaded weights must be finite.
     """
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint directory")
     if not (path / MARKER).is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint (no {MARKER} file)")
-    try:
-        layout = json.loads((path / META_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path / META_FILE}: cannot be read ({exc})") from exc
+    layout = read_layout(path)
+    if verify:
+        require_intact(path)
 
     for name, module in (modules or {}).items():
         _require_saved(path, "module", name, layout["modules"])
+        file = path / f"{name}.safetensors"
         try:
-            load_model(_unwrap(module), path / f"{name}.safetensors", strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path / name}.safetensors does not fit module {name!r}: {exc}") from exc
+            load_model(_unwrap(module), file, strict=True)
+        except (RuntimeError, SafetensorError) as exc:
+            raise CheckpointError(f"{file} does not fit module {name!r}: {exc}") from exc
+        _require_finite(_unwrap(module), file)
 
     loaded = {name: _load_object(path, name, map_location, weights_only) for name in layout["objects"]}
     for name, target in (objects or {}).items():
@@ -207,8 +224,11 @@ def save_hf_model(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, *
             part.save_pretrained(tmp / name)
         _fsync_tree(tmp)
         _move_into_place(tmp, out_dir)
-    except BaseException:
+    except BaseException as exc:
+        error = write_error(exc, out_dir)
         shutil.rmtree(tmp, ignore_errors=True)
+        if error is not None:
+            raise error from exc
         raise
     return out_dir
 
@@ -285,6 +305,43 @@ def _check_state(state: CheckpointState) -> dict[str, Any]:
         raise ValueError(f"meta: not JSON-serializable ({exc})") from None
     kinds = {name: "state_dict" if _is_stateful(obj) else "value" for name, obj in state.objects.items()}
     return {"modules": sorted(state.modules), "objects": kinds}
+
+
+def write_error(exc: BaseException, target: Path) -> CheckpointError | None:
+    """One line for a save that failed for want of room or permission (disk full, read-only file system),
+    which the libraries report each their own way; None for any other failure (a bug keeps its traceback)."""
+    if not isinstance(exc, (OSError, RuntimeError, SafetensorError)):
+        return None
+    no_space = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc)
+    if no_space or _free_bytes(target.parent) < _DISK_FULL_BYTES:
+        return CheckpointError(f"disk full: could not write {target} ({_free_bytes(target.parent)} bytes free on "
+                               f"its file system); earlier checkpoints are intact")
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return CheckpointError(f"could not write {target}: {exc.strerror} ({exc.filename or target.parent})")
+    return None
+
+
+def _free_bytes(directory: Path) -> int:
+    try:
+        stats = os.statvfs(directory)
+    except OSError:  # the directory is gone or unreachable: say nothing about room
+        return _DISK_FULL_BYTES
+    return stats.f_bavail * stats.f_frsize
+
+
+def file_checksums(directory: Path) -> dict[str, str]:
+    """{relative path: SHA-256} of every file under `directory` (meta.json and the marker excepted: they
+    are written after, and hold the checksums)."""
+    return {
+        file.relative_to(directory).as_posix(): sha256_of(file)
+        for file in sorted(directory.rglob("*"))
+        if file.is_file() and file.name not in (META_FILE, MARKER)
+    }
+
+
+def sha256_of(file: Path) -> str:
+    with file.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _write_modules(directory: Path, modules: Mapping[str, torch.nn.Module]) -> None:
@@ -366,6 +423,77 @@ def _last_modified(directory: Path) -> float:
 
 
 # --- reading ---------------------------------------------------------------------------------------
+
+
+def read_layout(path: Path) -> dict[str, Any]:
+    """A checkpoint's meta.json."""
+    try:
+        layout = json.loads((path / META_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path / META_FILE}: cannot be read ({exc})") from exc
+    if not isinstance(layout, dict) or not {"step", "modules", "objects"} <= set(layout):
+        raise CheckpointError(f"{path / META_FILE}: not a checkpoint layout (damaged or edited)")
+    return layout
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint at `path` cannot be trusted (a file missing, changed since the save, or a
+    truncated weights file in a checkpoint older than checksums), or None."""
+    path = Path(path)
+    try:
+        expected = read_layout(path).get("sha256")
+    except CheckpointError as exc:
+        return str(exc)
+    if expected is None:  # written before checksums: at least the weights files must be whole
+        return next(filter(None, map(safetensors_problem, sorted(path.glob("*.safetensors")))), None)
+    for name, digest in expected.items():
+        file = path / name
+        if not file.is_file():
+            return f"{file}: missing"
+        problem = safetensors_problem(file) if file.suffix == ".safetensors" else None  # says how: truncated...
+        if problem is not None:
+            return problem
+        if sha256_of(file) != digest:
+            return f"{file}: checksum mismatch (the file changed after it was saved: damaged)"
+    return None
+
+
+def require_intact(path: Path) -> None:
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise CheckpointError(problem)
+
+
+def _require_finite(module: torch.nn.Module, file: Path) -> None:
+    problem = first_nonfinite({"tensor": module})
+    if problem:
+        raise CheckpointError(f"{file}: {problem}")
+
+
+def remove_stale_temp_dirs(directory: Path) -> list[Path]:
+    """Remove the temp dirs an interrupted save left in `directory`: ours only (named as our saves name
+    them) and of no other running process. Call it before this process saves anything: a dir named with
+    its own pid is then stale too (the pid was reused after the crash). Returns what was removed."""
+    if not directory.is_dir():
+        return []
+    removed = []
+    for child in sorted(directory.iterdir()):
+        match = _OUR_TMP.match(child.name)
+        pid = int(match.group(1)) if match else None
+        if pid is not None and child.is_dir() and (pid == os.getpid() or not _process_alive(pid)):
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def _require_saved(path: Path, kind: str, name: str, saved: Any) -> None:

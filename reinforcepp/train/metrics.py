@@ -4,8 +4,11 @@ one-line summary per step."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 PROMPT_REWARDS = "prompt_rewards.jsonl"
 
@@ -31,6 +34,33 @@ def summary_line(step: int, total: int, metrics: dict[str, float]) -> str:
     return " | ".join(parts)
 
 
+class MetricsFileError(ValueError):
+    """A metrics file damaged other than by a crash (which can only tear its last line); names file:line."""
+
+
+def read_records(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) of each line of a JSONL log. A torn last line (a crash mid-write leaves exactly that)
+    is dropped with a warning; a bad line elsewhere is a MetricsFileError."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("no integer 'step'")
+        except ValueError as exc:
+            if number < len(lines):
+                raise MetricsFileError(f"{path}:{number}: not a metrics record ({exc}); the file was damaged or "
+                                       "edited: fix or remove that line") from None
+            log.warning("%s:%d: dropped a partial last line (the run was interrupted while writing it)",
+                        path, number)
+            continue
+        records.append((line, record))
+    return records
+
+
 class MetricsLog:
     """Appends one JSON object per step to ``metrics.jsonl``; mirrors scalars to TensorBoard."""
 
@@ -54,7 +84,7 @@ class MetricsLog:
         """A resumed run redoes the steps after its checkpoint: forget what the interrupted run logged."""
         for path in (self.path, self.path.parent / PROMPT_REWARDS):
             if path.exists():
-                kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+                kept = [line for line, record in read_records(path) if record["step"] <= step]
                 path.write_text("".join(line + "\n" for line in kept))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:

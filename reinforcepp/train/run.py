@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from reinforcepp.rewards.function import (
 from reinforcepp.rollout import RolloutEngine, SamplingParams, TorchEngine
 
 from . import dist, sharding
+from .checkpoint import CHECKPOINTS, remove_stale_temp_dirs
 from .metrics import MetricsLog
 from .optim import build_optimizer
 from .reference import Reference, build_reference
@@ -71,6 +73,26 @@ def check_sources(cfg: Config, *, need_prompts: bool = True) -> None:
         problems.append("reward.function / model.reward_model: set exactly one reward source")
     if problems:
         raise ConfigError(*problems)
+
+
+def check_output_dir(path: Path) -> None:
+    """output_dir can be created and written to: checked before any model loads (and without creating it),
+    so a path under a regular file or on a read-only file system fails now, in one line, not at the first
+    checkpoint."""
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())  # "/" exists
+    if not existing.is_dir():
+        raise ConfigError(f"output_dir: {path} cannot be a directory: {existing} is a file")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()  # a nameless file: nothing is left behind
+    except OSError as exc:
+        raise ConfigError(f"output_dir: cannot write to {path}: {exc.strerror or exc} ({existing})") from None
+
+
+def remove_stale_saves(run_dir: Path) -> None:
+    """The temp dirs a killed save left behind (a checkpoint's, the final model's): removed, and said."""
+    for directory in (run_dir, run_dir / CHECKPOINTS):
+        for stale in remove_stale_temp_dirs(directory):
+            log.warning("removed %s, left by an interrupted save", stale)
 
 
 def read_prompt_rows(path: str | None, cfg: Config, limit: int | None = None) -> list[dict]:
@@ -150,6 +172,7 @@ def build_run(cfg: Config) -> Run:
     when a KL term is used (:func:`.reference.build_reference`); the critic only for PPO. Under torchrun each
     model is sharded with FSDP2 (:mod:`.sharding`) before its optimizer is built."""
     check_sources(cfg)
+    check_output_dir(Path(cfg.output_dir))
     if cfg.model.lora is not None:
         lora.require_peft()  # before anything loads
     check_world_size(cfg, dist.world_size())
@@ -216,6 +239,7 @@ def build_run(cfg: Config) -> Run:
     run_dir = Path(cfg.output_dir)
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_saves(run_dir)
         save_config(cfg, run_dir / "config.yaml")
     dist.barrier()
     return Run(

@@ -31,6 +31,9 @@ from .checkpoint import (
     _prune,
     _write_json,
     _write_objects,
+    checkpoint_problem,
+    file_checksums,
+    read_layout,
 )
 from .finite import first_nonfinite
 
@@ -82,7 +85,8 @@ def save_sharded(root: str | Path, step: int, trainables: Trainables, objects: M
         if dist.is_main():
             _write_objects(tmp, objects)
             layout = {"format": FORMAT, "step": step, "world_size": dist.world_size(),
-                      "modules": sorted(trainables), "objects": {name: "state_dict" for name in objects}, "meta": {}}
+                      "modules": sorted(trainables), "objects": {name: "state_dict" for name in objects}, "meta": {},
+                      "sha256": file_checksums(tmp)}  # every rank's shards: DCP returned after all were written
             _write_json(tmp / META_FILE, layout)
             _write_json(tmp / MARKER, {"step": step})
             _fsync_tree(tmp)
@@ -96,7 +100,7 @@ def save_sharded(root: str | Path, step: int, trainables: Trainables, objects: M
     return final
 
 
-def load_sharded(path: str | Path, trainables: Trainables, objects: Mapping[str, Any]) -> int:
+def load_sharded(path: str | Path, trainables: Trainables, objects: Mapping[str, Any], *, verify: bool = True) -> int:
     """Restore models, optimizers and stateful objects in place (call on all ranks, any number of them,
     sharded or not); returns the checkpoint's step. Objects saved as values are returned by name."""
     import torch.distributed.checkpoint as dcp
@@ -105,7 +109,11 @@ def load_sharded(path: str | Path, trainables: Trainables, objects: Mapping[str,
     path = Path(path)
     if not (path / MARKER).is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint (no {MARKER} file)")
-    layout = json.loads((path / META_FILE).read_text())
+    # the checksums, read by one rank (False: the caller just did)
+    problem = dist.broadcast_object(checkpoint_problem(path) if dist.is_main() and verify else None)
+    if problem is not None:
+        raise CheckpointError(problem)
+    layout = read_layout(path)
     missing = sorted(set(trainables) - set(layout["modules"]))
     if missing:
         raise CheckpointError(f"{path} holds no {missing} (it has {layout['modules']})")

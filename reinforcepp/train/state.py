@@ -10,10 +10,13 @@ from reinforcepp.config import ConfigError
 from reinforcepp.models import lora
 
 from .checkpoint import (
+    CHECKPOINTS,
+    MARKER,
+    CheckpointError,
     CheckpointState,
+    checkpoint_problem,
     capture_rng_state,
     complete_checkpoints,
-    latest_checkpoint,
     load_checkpoint,
     require_finite,
     restore_rng_state,
@@ -24,7 +27,6 @@ from . import dist, sharded_checkpoint, sharding
 from .run import Run
 
 log = logging.getLogger(__name__)
-CHECKPOINTS = "checkpoints"
 ADAPTER = "adapter"  # final/adapter: the LoRA adapter of a model.lora run
 
 
@@ -67,37 +69,82 @@ def save_state(run: Run, step: int) -> Path:
 
 
 def find_checkpoint(run: Run) -> Path | None:
-    """ckpt.resume=true: the newest checkpoint of output_dir; a path: that checkpoint, or the newest
-    checkpoint of that run directory."""
+    """ckpt.resume=true: the newest intact checkpoint of output_dir; a run directory: its newest intact
+    checkpoint; a checkpoint: that one. None (a warning: step 0) when the run stopped before its first
+    checkpoint."""
     resume = run.cfg.ckpt.resume
     if resume is True:
-        return latest_checkpoint(run.run_dir / CHECKPOINTS)
+        return newest_intact(run.run_dir / CHECKPOINTS)
     path = Path(resume)
     for root in (path / CHECKPOINTS, path):
-        if (found := latest_checkpoint(root)) is not None:
-            return found
-    if (path / "COMPLETE").is_file():
+        if complete_checkpoints(root):
+            return newest_intact(root)
+    if (path / MARKER).is_file():  # named by the user: no fallback, but say where an intact one is
+        problem = problem_of(path)
+        if problem is not None:
+            raise CheckpointError(f"ckpt.resume: {problem}{_earlier_intact_hint(path)}")
         return path
-    raise ConfigError(f"ckpt.resume: no checkpoint found at {path}")
+    if _is_run_dir(path):
+        log.warning("ckpt.resume: %s holds no complete checkpoint yet (the run stopped before its first one); "
+                    "starting from step 0", path)
+        return None
+    raise ConfigError(f"ckpt.resume: no checkpoint or run directory at {path}")
+
+
+def _earlier_intact_hint(path: Path) -> str:
+    earlier = [p for _, p in reversed(complete_checkpoints(path.parent)) if p.name < path.name]
+    intact = next((p for p in earlier if problem_of(p) is None), None)
+    return f"; the earlier checkpoint {intact} is intact: resume from it" if intact else ""
+
+
+def problem_of(path: Path) -> str | None:
+    """``checkpoint_problem`` read by rank 0 alone under torchrun (the files are the same for all)."""
+    return dist.broadcast_object(checkpoint_problem(path) if dist.is_main() else None)
+
+
+def _is_run_dir(path: Path) -> bool:
+    """What a run writes at its start (config.yaml) or before its first checkpoint completes."""
+    return path.is_dir() and any((path / name).exists() for name in ("config.yaml", "metrics.jsonl", CHECKPOINTS))
+
+
+def newest_intact(root: Path) -> Path | None:
+    """The newest complete checkpoint under ``root`` whose files match their checksums. A damaged newer one
+    is passed over with a warning naming its file (the run redoes the steps after the intact one and
+    overwrites it); when none is intact the error names the newest one's damage."""
+    complete = [path for _, path in reversed(complete_checkpoints(root))]
+    problems = []
+    for path in complete:
+        problem = problem_of(path)
+        if problem is None:
+            if problems and dist.is_main():
+                log.warning("ckpt.resume: %s; resuming from the earlier intact checkpoint %s",
+                            "; ".join(problems), path)
+            return path
+        problems.append(problem)
+    if problems:
+        raise CheckpointError(f"ckpt.resume: {problems[0]}; no earlier intact checkpoint in {root}")
+    return None
 
 
 def restore_state(run: Run) -> int:
-    """Restore the newest checkpoint; returns its step (0 when there is none yet)."""
+    """Restore the newest intact checkpoint; returns its step (0 when there is none yet)."""
     path = find_checkpoint(run)
     if path is None:
         log.info("ckpt.resume: no checkpoint in %s yet; starting from step 0", run.run_dir / CHECKPOINTS)
         return 0
     if sharded_checkpoint.is_sharded(path):  # written under torchrun: any number of ranks reads it
-        step = sharded_checkpoint.load_sharded(path, _trainables(run), {**_small_objects(run), "rng": _RngState()})
+        step = sharded_checkpoint.load_sharded(path, _trainables(run), {**_small_objects(run), "rng": _RngState()},
+                                               verify=False)  # find_checkpoint verified it
     elif run.sharded:  # a one-process checkpoint resumed under torchrun
         sharded_checkpoint.load_full_into_sharded(path, _trainables(run),
                                                   {"policy": "actor_optimizer", "critic": "critic_optimizer"})
-        loaded = load_checkpoint(path, objects=_small_objects(run), map_location="cpu")
+        loaded = load_checkpoint(path, objects=_small_objects(run), map_location="cpu", verify=False)
         restore_rng_state(loaded.objects["rng"])
         step = loaded.step
     else:
         modules, objects = _parts(run)
-        loaded = load_checkpoint(path, modules=modules, objects=objects, map_location="cpu")
+        # find_checkpoint verified every file's checksum
+        loaded = load_checkpoint(path, modules=modules, objects=objects, map_location="cpu", verify=False)
         restore_rng_state(loaded.objects["rng"])
         step = loaded.step
     log.info("resumed from %s (step %d)", path, step)
