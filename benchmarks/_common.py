@@ -33,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT.parent / "shared" / "bench"
 BASE_MODEL = BENCH / "base_model"
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "reinforcepp" / "presets"  # the shipped presets
 DEFAULT_WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "reinforcepp-bench"
 PHASES = ("rollout", "reward", "experience", "update")
 

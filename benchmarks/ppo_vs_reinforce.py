@@ -1,10 +1,10 @@
 """REINFORCE++ against PPO with a critic (GAE): wall time per RL step and peak memory, on CPU.
 
 The paper's compute claim (REINFORCE++ 42 h vs PPO 60 h; the critic costs time and memory) in miniature:
-the same model, prompts, batch, response length and steps, with the ``reinforce_pp`` and ``ppo`` presets of
-configs/ (one sample per prompt each; k1 KL in the reward, coefficient 0.001; PPO adds the critic, initialised
-from the policy, its forward in the experience phase and its update). Each run trains in a fresh process, so
-its peak RSS is its own; runs alternate REINFORCE++, PPO, REINFORCE++, PPO, ...
+the same model, prompts, batch, response length and steps, with the ``reinforce_pp`` and ``ppo`` presets
+(reinforcepp/presets/; one sample per prompt each; k1 KL in the reward, coefficient 0.001; PPO adds the critic,
+initialised from the policy, its forward in the experience phase and its update). Each run trains in a fresh
+process, so its peak RSS is its own; runs alternate REINFORCE++, PPO, REINFORCE++, PPO, ...
 
     .venv/bin/python benchmarks/ppo_vs_reinforce.py                      # tiny workload, 2 rounds
     .venv/bin/python benchmarks/ppo_vs_reinforce.py --repeats 4 --json-out runs/ppo_vs_reinforce.json

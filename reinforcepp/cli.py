@@ -15,6 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_demo_command(commands)
     _add_config_command(commands)
+    _add_presets_command(commands)
     _add_train_command(commands)
     _add_eval_command(commands)
     _add_stage_command(commands, "sft", "supervised fine-tuning, loss on response tokens only (sft.*)")
@@ -40,7 +41,8 @@ def one_line(message: str) -> str:
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="YAML config or preset (default: schema defaults)")
+    parser.add_argument("--config", metavar="PRESET|FILE", help="a preset name (`reinforcepp presets`) or a YAML "
+                        "file, which may name a preset under `preset:` (default: schema defaults)")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. algo.kl.coef=0.001"
     )
@@ -80,6 +82,18 @@ def _add_config_command(commands: argparse._SubParsersAction) -> None:
 
 def _run_config(args: argparse.Namespace) -> int:
     print(config_to_yaml(_load(args)), end="")
+    return 0
+
+
+def _add_presets_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("presets", help="list the algorithm presets (--config NAME), one line each")
+    parser.set_defaults(run=_run_presets)
+
+
+def _run_presets(args: argparse.Namespace) -> int:
+    from reinforcepp.presets import preset_table
+
+    print(preset_table())
     return 0
 
 

@@ -8,7 +8,6 @@ mappings and validated once, with the config's own validation, so a run's errors
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,13 +18,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-import reinforcepp
 from reinforcepp.config import Config, ConfigError, validate_config
 from reinforcepp.config.errors import config_error_from
-from reinforcepp.config.loader import _apply_override, _read_yaml
+from reinforcepp.config.loader import _apply_override
+from reinforcepp.config.sources import config_path, deep_merge, is_preset_name, read_config_data, read_yaml
+from reinforcepp.presets import preset_names
 from reinforcepp.report.html import slug  # labels are free text such as 'REINFORCE++'
 
-PRESETS_DIR = Path(reinforcepp.__file__).parents[1] / "configs"
 # Set by the runner for every run: an override of these would be silently replaced, so it is refused.
 RUNNER_FIELDS = ("seed", "output_dir")
 
@@ -34,7 +33,7 @@ class RunSpec(BaseModel):
     """One label of the comparison: an algorithm preset and the overrides specific to it."""
 
     model_config = ConfigDict(extra="forbid")
-    preset: str = Field(description="A preset name (configs/<name>.yaml) or a path to a YAML config.")
+    preset: str = Field(description="A preset name (`reinforcepp presets`) or a path to a YAML config.")
     overrides: list[str] = Field(default_factory=list, description="Dotted overrides of this run only.")
 
 
@@ -101,7 +100,7 @@ def load_experiment_spec(path: str | os.PathLike) -> ExperimentSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment file not found: {path}")
-    data = _read_yaml(path)
+    data = read_yaml(path)
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as exc:
@@ -118,7 +117,7 @@ def quick_spec(config: str | None, presets: Sequence[str]) -> ExperimentSpec:
 
 def _preset_label(preset: str) -> str:
     """A preset given as a path is labelled by its file stem, a name by itself."""
-    return Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+    return preset if is_preset_name(preset) else Path(preset).stem
 
 
 def resolve_experiment(
@@ -160,8 +159,7 @@ def resolve_experiment(
 def compose(shared: Mapping[str, Any], preset: str, overrides: Sequence[str], base_dir: Path) -> dict[str, Any]:
     """The merged config data of one run (not yet validated): shared <- preset <- overrides; and
     log.prompt_rewards=true unless some layer set it, since the report draws per-prompt curves."""
-    preset_path = resolve_preset(preset, base_dir)
-    preset_data = _read_yaml(preset_path)
+    preset_data = read_config_data(preset, base_dir)
     _refuse_shared_preset_fields(shared, preset_data, preset)
     data = deep_merge(shared, preset_data)
     for override in overrides:
@@ -173,30 +171,8 @@ def compose(shared: Mapping[str, Any], preset: str, overrides: Sequence[str], ba
 
 
 def resolve_preset(preset: str, base_dir: Path = Path(".")) -> Path:
-    """An existing file wins (as given, then relative to ``base_dir``); else a name in the repository's configs/."""
-    for candidate in (Path(preset), base_dir / preset):
-        if candidate.is_file():
-            return candidate
-    named = PRESETS_DIR / f"{preset}.yaml"
-    if named.is_file():
-        return named
-    raise ConfigError(f"preset {preset!r}: no such file and no such preset; presets: {', '.join(preset_names())}")
-
-
-def preset_names() -> list[str]:
-    """The algorithm presets shipped in the repository's configs/ directory."""
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-
-
-def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """``top`` over ``base``, section by section; neither input is modified."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+    """The YAML file of a run's preset: a shipped preset by name, else a path relative to ``base_dir``."""
+    return config_path(preset, base_dir)
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -225,7 +201,7 @@ def _shared_config(config: str | dict[str, Any] | None, base_dir: Path) -> dict[
     if isinstance(config, dict):
         return config
     path = Path(config)
-    return _read_yaml(path if path.is_absolute() else base_dir / path)
+    return read_yaml(path if path.is_absolute() else base_dir / path)
 
 
 def _refuse_shared_preset_fields(shared: Mapping[str, Any], preset_data: Mapping[str, Any], preset: str) -> None:

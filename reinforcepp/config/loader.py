@@ -1,24 +1,37 @@
-"""Read a YAML config, apply `dotted.key=value` overrides, validate; and write one back."""
+"""Build a validated Config from a preset, a YAML file, a mapping or a Config, with overrides; and write one back."""
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import yaml
 from pydantic import BaseModel
 
 from reinforcepp.config.errors import ConfigError, section_model
 from reinforcepp.config.schema import Config, validate_config
+from reinforcepp.config.sources import PRESET_KEY, read_config_data, with_preset, yaml_where
+
+# What a config may be given as, and its overrides (see load_config).
+ConfigSource = Union[str, os.PathLike, Mapping[str, Any], Config, None]
+Overrides = Union[Sequence[str], Mapping[str, Any], str]
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
-    """The validated Config from `path` (None = schema defaults) with `overrides` applied in order."""
-    data = _read_yaml(Path(path)) if path is not None else {}
-    for override in overrides:
-        _apply_override(data, override)
+def load_config(config: ConfigSource = None, overrides: Overrides = ()) -> Config:
+    """The Config of ``config`` with ``overrides`` applied in order, after every check (field and cross-field).
+
+    ``config``: None (the schema defaults), a preset name (``"grpo"``), a YAML file path, a mapping of config
+    data, or a Config (checked again: edits to its sections skip the cross-field checks until then). A file or
+    mapping may name a preset under ``preset:``; its own fields lie over the preset's.
+    ``overrides``: ``"dotted.key=value"`` strings (the value is YAML: ``0.001``, ``null``, ``[1, 2]``), or a
+    mapping of dotted keys to Python values (``{"algo.kl.coef": 0.001, "reward.function": my_reward}``).
+    """
+    data = _config_data(config)
+    for key, value, label in _override_items(overrides):
+        _set_key(data, key, value, label)
     return validate_config(data)
 
 
@@ -33,39 +46,56 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
     path.write_text(config_to_yaml(cfg))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML{_yaml_where(exc)}") from None
-    if data is None:  # an empty file means "all defaults"
+def _config_data(config: ConfigSource) -> dict[str, Any]:
+    if config is None:
         return {}
-    if not isinstance(data, dict):
-        kind = type(data).__name__
-        raise ConfigError(f"{path}: the top level must be a mapping of config keys, got {kind}")
-    return data
+    if isinstance(config, Config):
+        return config.model_dump()  # Python values: a reward callable stays itself
+    if isinstance(config, Mapping):
+        return with_preset(copy.deepcopy(dict(config)))  # overrides must not change the caller's mapping
+    if isinstance(config, (str, os.PathLike)):
+        return read_config_data(config)
+    kind = type(config).__name__
+    raise ConfigError(f"config: expected a preset name, a YAML file path, a mapping or a Config, got {kind}")
 
 
-def _yaml_where(exc: yaml.YAMLError) -> str:
-    """" at line L, column C: problem" from a YAML error, whose own text spans several lines."""
-    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{where}: {problem or exc}"
+def _override_items(overrides: Overrides) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, how the user wrote it) of each override."""
+    if isinstance(overrides, Mapping):
+        return [(str(key), value, str(key)) for key, value in overrides.items()]
+    items = []
+    for override in [overrides] if isinstance(overrides, str) else overrides:
+        if not isinstance(override, str):
+            raise ConfigError(f"override {override!r}: expected 'dotted.key=value' (or a mapping of keys to values)")
+        items.append(_parse_override(override))
+    return items
 
 
-def _apply_override(data: dict[str, Any], override: str) -> None:
-    """Set `a.b.c=value` in `data`; the value is YAML: `0.001`, `null`, `true`, `[1, 2]` keep their types."""
+def _parse_override(override: str) -> tuple[str, Any, str]:
+    """`a.b.c=value`: the value is YAML, so `0.001`, `null`, `true`, `[1, 2]` keep their types."""
     key, sep, raw_value = override.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(parts):
+    if not sep:
         raise ConfigError(f"override {override!r}: expected dotted.key=value")
-    _reject_setting_as_section(override, parts)
     try:
         value = yaml.safe_load(raw_value)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {override!r}: the value is not valid YAML{_yaml_where(exc)}") from None
+        raise ConfigError(f"override {override!r}: the value is not valid YAML{yaml_where(exc)}") from None
+    return key, value, override
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` in `data`."""
+    _set_key(data, *_parse_override(override))
+
+
+def _set_key(data: dict[str, Any], key: str, value: Any, label: str) -> None:
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {label!r}: expected dotted.key=value")
+    if parts == [PRESET_KEY]:
+        raise ConfigError(f"override {label!r}: a preset lies under the config, not over it; name it with "
+                          "--config NAME or a `preset:` line in the YAML file")
+    _reject_setting_as_section(label, parts)
     node = data
     for depth, part in enumerate(parts[:-1], start=1):
         if node.get(part) is None:  # absent, or an optional section that is off (null): setting a key turns it on
@@ -73,11 +103,11 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         node = node[part]
         if not isinstance(node, dict):
             prefix = ".".join(parts[:depth])
-            raise ConfigError(f"override {override!r}: {prefix} is {node!r}, not a section with keys")
+            raise ConfigError(f"override {label!r}: {prefix} is {node!r}, not a section with keys")
     node[parts[-1]] = value
 
 
-def _reject_setting_as_section(override: str, parts: list[str]) -> None:
+def _reject_setting_as_section(label: str, parts: list[str]) -> None:
     """`seed.x=1` descends through a setting; say so rather than report a type error on `seed`."""
     model: type[BaseModel] = Config
     for depth, part in enumerate(parts[:-1], start=1):
@@ -86,5 +116,5 @@ def _reject_setting_as_section(override: str, parts: list[str]) -> None:
             return  # an unknown key: validation reports it with a did-you-mean hint
         section = section_model(field.annotation)
         if section is None:
-            raise ConfigError(f"override {override!r}: {'.'.join(parts[:depth])} is a setting, not a section")
+            raise ConfigError(f"override {label!r}: {'.'.join(parts[:depth])} is a setting, not a section")
         model = section

@@ -9,7 +9,7 @@ import yaml
 from reinforcepp.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-GRPO = str(ROOT / "configs" / "grpo.yaml")
+GRPO = "grpo"  # a preset by name
 
 
 def test_config_prints_the_resolved_yaml(capsys):

@@ -1,15 +1,13 @@
-"""The presets in configs/: each loads, sets only what defines its method, and nothing else."""
+"""The presets shipped in reinforcepp/presets/: each loads, sets only what defines its method, and nothing else."""
 
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from reinforcepp.config import Config, load_config
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from reinforcepp.presets import PRESETS_DIR as CONFIGS
 
 # The only fields a preset may set.
 DEFINING = {
@@ -89,8 +87,9 @@ def test_presets_differ_pairwise_only_in_defining_fields(a, b):
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_preset_header_cites_the_paper_and_the_rule_reward_kl(name):
-    header = [line for line in (CONFIGS / f"{name}.yaml").read_text().splitlines() if line.startswith("#")]
+def test_preset_header_is_a_summary_line_then_the_paper_and_the_rule_reward_kl(name):
+    summary, *header = [line for line in (CONFIGS / f"{name}.yaml").read_text().splitlines() if line.startswith("#")]
+    assert len(summary) <= 120 and summary.endswith(".")  # `reinforcepp presets` shows it, one line per preset
     assert 2 <= len(header) <= 4
     text = " ".join(header)
     assert "arXiv" in text and "algo.kl.coef=0.001" in text

@@ -21,7 +21,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from reinforcepp.presets import PRESETS_DIR
+
+CONFIGS = PRESETS_DIR
 LR, STEPS = 1e-3, 2
 
 pytestmark = pytest.mark.slow

@@ -12,9 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from reinforcepp.presets import PRESETS_DIR
 from reinforcepp.train import train
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = PRESETS_DIR
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 

@@ -10,10 +10,11 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from reinforcepp.config import ConfigError
+from reinforcepp.presets import PRESETS_DIR
 from reinforcepp.train import loop
 from reinforcepp.train.loop import train
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = PRESETS_DIR
 PRESETS = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 
 

@@ -8,10 +8,11 @@ import pytest
 
 from reinforcepp.eval import EvalResult
 from reinforcepp.eval.command import evaluate_model
+from reinforcepp.presets import PRESETS_DIR
 from reinforcepp.train.loop import train
 from reinforcepp.train.metrics import PROMPT_REWARDS
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = PRESETS_DIR
 
 
 def records(path):

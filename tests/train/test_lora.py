@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from reinforcepp.config import ConfigError, LoRAConfig, config_to_yaml, load_config
 from reinforcepp.models import lora
+from reinforcepp.presets import PRESETS_DIR
 from reinforcepp.rollout import SamplingParams, TorchEngine
 from reinforcepp.rollout.torch_engine import fast_path_unsupported_reason
 from reinforcepp.stages.sft import run_sft
@@ -24,7 +25,7 @@ from reinforcepp.train.loop import train
 
 peft = pytest.importorskip("peft")
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = PRESETS_DIR
 PRESET = CONFIGS / "reinforce_pp.yaml"
 LORA = ("model.lora.rank=4", "model.lora.alpha=8", "actor.optim.lr=1e-2")
 

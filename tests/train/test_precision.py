@@ -16,6 +16,7 @@ import torch
 
 from reinforcepp.algos import masked_mean
 from reinforcepp.config import load_config
+from reinforcepp.presets import PRESETS_DIR
 from reinforcepp.testing import random_experience, tiny_model
 from reinforcepp.train import loop, update
 from reinforcepp.train.experience import Experience
@@ -23,7 +24,7 @@ from reinforcepp.train.forward import autocast_dtype
 from reinforcepp.train.reference import Reference
 from reinforcepp.train.update import Optimization, shuffled_orders, update_actor
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = PRESETS_DIR
 BF16 = "train.autocast=bfloat16"
 
 
