@@ -3,11 +3,16 @@
 __version__ = "0.1.0"
 
 
-def train(cfg):
-    """Run RL training on a :class:`reinforcepp.config.Config`; returns the final model's directory.
+def train(config, overrides=()):
+    """Run RL training; returns the final model's directory. The same function as ``reinforcepp train``.
 
-    The same function as ``reinforcepp train --config FILE``.
+    ``config`` and ``overrides`` are what :func:`reinforcepp.config.load_config` takes: a Config, a preset name,
+    a YAML path or a mapping; ``"dotted.key=value"`` strings or a ``{"dotted.key": value}`` mapping. Every
+    config check runs first, before any model loads, also on a Config whose sections were edited after loading.
     """
+    from reinforcepp.config import load_config
+
+    cfg = load_config(config, overrides)
     from reinforcepp.train import train as _train  # heavy imports only when training
 
     return _train(cfg)
