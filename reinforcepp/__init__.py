@@ -10,9 +10,6 @@ def train(config, overrides=()):
     a YAML path or a mapping; ``"dotted.key=value"`` strings or a ``{"dotted.key": value}`` mapping. Every
     config check runs first, before any model loads, also on a Config whose sections were edited after loading.
     """
-    from reinforcepp.config import load_config
+    from reinforcepp.api import train as checked_train  # heavy imports only when training
 
-    cfg = load_config(config, overrides)
-    from reinforcepp.train import train as _train  # heavy imports only when training
-
-    return _train(cfg)
+    return checked_train(config, overrides)

@@ -93,3 +93,12 @@ def test_the_python_api_doc_runs_as_written(tmp_path, monkeypatch, capsys):
     assert "reinforce_pp 1" in out and "runs/api-example/run/final" in out
     assert (tmp_path / "runs/api-example/run/final/config.json").is_file()
     assert isinstance(namespace["cfg"], Config)
+
+
+def test_reinforcepp_train_stays_the_checked_function_after_the_engine_is_imported(tmp_path):
+    import reinforcepp.train.loop  # noqa: F401 - binds the package reinforcepp.train over the function
+
+    from reinforcepp import train  # as a notebook cell run again after a first training does
+
+    with pytest.raises(ConfigError, match=re.escape(GROUP_ERROR)):
+        train("reinforce_pp", {"algo.advantage.estimator": "grpo", "output_dir": str(tmp_path / "run")})
