@@ -2,6 +2,7 @@
 #   make demo        the main job: SFT a small model on addition, then REINFORCE++ (about 10 min on 2 CPU cores)
 #   make test        the whole test suite (CPU, tiny tensors and models)
 #   make quickstart  a 20-second REINFORCE++ smoke run on a tiny random model (examples/quickstart.yaml)
+#   make docs        regenerate docs/config.md from the config schema and its checks
 # TORCH is the torch requirement installed first, so that no later step pulls another build:
 # the default is the CPU wheel this project is developed with; on a GPU machine pass e.g.
 # `make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"`.
@@ -14,7 +15,7 @@ STAMP := $(VENV)/.installed
 
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo quickstart test test-fast clean
+.PHONY: install demo quickstart test test-fast docs clean
 
 install: $(STAMP)
 
@@ -40,6 +41,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+docs: $(STAMP)
+	$(PY) -m reinforcepp.config.reference > docs/config.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

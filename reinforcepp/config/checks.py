@@ -1,4 +1,7 @@
-"""Cross-field rules of the config tree; each problem is a `dotted.path: why` line."""
+"""Cross-field rules of the config tree; each problem is a `dotted.path: why` line.
+
+Each check's docstring states its rules in words, one paragraph per rule: docs/config.md lists them
+(`python -m reinforcepp.config.reference > docs/config.md`). A new check goes into CHECKS or WARNINGS."""
 
 from __future__ import annotations
 
@@ -12,18 +15,16 @@ if TYPE_CHECKING:
 
 def cross_field_problems(cfg: Config) -> list[str]:
     """Every rule the config breaks, all at once."""
-    return [
-        *_group_sampling(cfg),
-        *_batch_divisibility(cfg),
-        *_kl_placement(cfg),
-        *_critic_usage(cfg),
-        *_reference_dtype(cfg),
-        *_lora(cfg),
-        *_unused_settings(cfg),
-    ]
+    return [problem for check in CHECKS for problem in check(cfg)]
 
 
 def cross_field_warnings(cfg: Config) -> list[str]:
+    return [message for check in WARNINGS for message in check(cfg)]
+
+
+def _kl_estimator_in_reward(cfg: Config) -> list[str]:
+    """`algo.kl.estimator` other than k1 with `algo.kl.placement=reward` (and `algo.kl.coef` > 0): a detached
+    KL penalty in the reward is an unbiased gradient of KL(pi||ref) only for k1."""
     kl = cfg.algo.kl
     if kl.coef > 0 and kl.placement == "reward" and kl.estimator != "k1":
         return [
@@ -35,6 +36,8 @@ def cross_field_warnings(cfg: Config) -> list[str]:
 
 
 def _group_sampling(cfg: Config) -> list[str]:
+    """`rollout.n_samples_per_prompt` must be at least 2 with a group estimator (`algo.advantage.estimator`
+    grpo, dr_grpo, rloo or reinforce_pp_baseline): it compares the samples of one prompt."""
     estimator, n = cfg.algo.advantage.estimator, cfg.rollout.n_samples_per_prompt
     if estimator in GROUP_ESTIMATORS and n < 2:
         return [
@@ -46,6 +49,11 @@ def _group_sampling(cfg: Config) -> list[str]:
 
 
 def _batch_divisibility(cfg: Config) -> list[str]:
+    """`train.batch_size` (samples) must divide `rollout.batch_size` (prompts) x `rollout.n_samples_per_prompt`,
+    the samples of one RL step.
+
+    `train.micro_batch_size` must divide `train.batch_size`; `sft.micro_batch_size` must divide
+    `sft.batch_size`, and `rm.micro_batch_size` must divide `rm.batch_size`."""
     problems = []
     prompts, n = cfg.rollout.batch_size, cfg.rollout.n_samples_per_prompt
     train, micro = cfg.train.batch_size, cfg.train.micro_batch_size
@@ -70,6 +78,8 @@ def _batch_divisibility(cfg: Config) -> list[str]:
 
 
 def _kl_placement(cfg: Config) -> list[str]:
+    """`algo.kl.estimator=k1` with `algo.kl.placement=loss` (and `algo.kl.coef` > 0) is refused: its expected
+    gradient is 0, so the KL term would do nothing; use k2 or k3 in the loss, or k1 in the reward."""
     kl = cfg.algo.kl
     if kl.coef > 0 and kl.placement == "loss" and kl.estimator == "k1":
         return [
@@ -81,6 +91,7 @@ def _kl_placement(cfg: Config) -> list[str]:
 
 
 def _critic_usage(cfg: Config) -> list[str]:
+    """`critic.enabled` must be true exactly when `algo.advantage.estimator=gae`: only GAE reads a value model."""
     estimator, enabled = cfg.algo.advantage.estimator, cfg.critic.enabled
     if estimator == "gae" and not enabled:
         return ["critic.enabled: algo.advantage.estimator='gae' needs a value model; set critic.enabled=true"]
@@ -93,6 +104,10 @@ def _critic_usage(cfg: Config) -> list[str]:
 
 
 def _reference_dtype(cfg: Config) -> list[str]:
+    """`model.reference_dtype` other than auto needs a reference, so `algo.kl.coef` > 0.
+
+    `model.reference_dtype=float32` with `model.dtype=bfloat16` is refused: twice the policy's memory, and still
+    not the policy's numerics."""
     m = cfg.model
     if m.reference_dtype == "auto":
         return []
@@ -107,6 +122,10 @@ def _reference_dtype(cfg: Config) -> list[str]:
 
 
 def _lora(cfg: Config) -> list[str]:
+    """`model.lora.dropout` must be 0: RL runs the policy in eval mode, where dropout never applies.
+
+    With `model.lora` and no `model.reference`, `model.reference_dtype` must stay auto (when `algo.kl.coef` > 0):
+    the reference is the policy's own base weights with the adapters off, in the policy's dtype."""
     m = cfg.model
     if m.lora is None:
         return []
@@ -126,6 +145,20 @@ def _lora(cfg: Config) -> list[str]:
 
 
 def _unused_settings(cfg: Config) -> list[str]:
+    """`algo.advantage.lam` other than 1.0 needs `algo.advantage.estimator=gae`.
+
+    `reward.mean` / `reward.std` other than 0 / 1 need `reward.normalize=fixed`.
+
+    `reward.overlong_buffer` and `rollout.min_new_tokens` may not exceed `rollout.max_new_tokens`.
+
+    `reward.normalize=model` needs `model.reward_model`.
+
+    The largest of `eval.ks` may not exceed `eval.samples_per_prompt` (when that is > 0); `eval.greedy=false`
+    needs `eval.samples_per_prompt` > 0.
+
+    `train.eval_every` > 0 needs `data.eval_prompts`.
+
+    `algo.loss.token_norm` needs `algo.loss.agg=seq-mean-token-sum-norm`."""
     # A setting that nothing reads is a mistake the user should hear about.
     problems = []
     advantage, loss = cfg.algo.advantage, cfg.algo.loss
@@ -167,3 +200,9 @@ def _unused_settings(cfg: Config) -> list[str]:
             f"algo.loss.agg='seq-mean-token-sum-norm' (got {loss.agg!r}); remove it or change the agg"
         )
     return problems
+
+
+# The order of the problems in an error; the reference lists the rules in this order too.
+CHECKS = (_group_sampling, _batch_divisibility, _kl_placement, _critic_usage, _reference_dtype, _lora,
+          _unused_settings)
+WARNINGS = (_kl_estimator_in_reward,)

@@ -107,9 +107,12 @@ class DataConfig(_Section):
 
 
 class RolloutConfig(_Section):
-    batch_size: PositiveInt = Field(256, description="Prompts per RL step.")
+    batch_size: PositiveInt = Field(
+        256, description="Prompts (not samples) per RL step; the step samples rollout.batch_size x "
+        "rollout.n_samples_per_prompt completions.",
+    )
     n_samples_per_prompt: PositiveInt = Field(1, description="Completions sampled per prompt.")
-    max_new_tokens: PositiveInt = Field(1024, description="Generation length limit.")
+    max_new_tokens: PositiveInt = Field(1024, description="Generation length limit, in tokens per completion.")
     min_new_tokens: NonNegativeInt = Field(
         0, description="EOS cannot be sampled before this many response tokens (vLLM's min_tokens, HF's "
         "min_new_tokens); the trainer still scores tokens with the unmasked policy, as TRL and OpenRLHF do."
@@ -252,8 +255,13 @@ class CriticConfig(_Section):
 
 
 class TrainConfig(_Section):
-    batch_size: PositiveInt = Field(128, description="Samples per optimizer step.")
-    micro_batch_size: PositiveInt = Field(8, description="Samples per forward/backward pass.")
+    batch_size: PositiveInt = Field(
+        128, description="Samples (completions, not prompts) per optimizer step; must divide the RL step's "
+        "rollout.batch_size x rollout.n_samples_per_prompt samples.",
+    )
+    micro_batch_size: PositiveInt = Field(
+        8, description="Samples per forward/backward pass; must divide train.batch_size."
+    )
     epochs: PositiveInt = Field(1, description="Passes over each RL step's samples.")
     num_steps: PositiveInt = Field(100, description="RL steps to run.")
     eval_every: NonNegativeInt = Field(0, description="Evaluate on data.eval_prompts every N steps; 0 = off.")
