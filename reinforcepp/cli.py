@@ -40,7 +40,16 @@ def one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+def _add_keys_help(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """--help ends with the command's common config keys and where every key is described."""
+    from reinforcepp.config.help import keys_epilog
+
+    parser.epilog = "\n\n".join(part for part in (note, keys_epilog(parser.prog.split()[-1])) if part)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_keys_help(parser)
     parser.add_argument("--config", metavar="PRESET|FILE", help="a preset name (`reinforcepp presets`) or a YAML "
                         "file, which may name a preset under `preset:` (default: schema defaults)")
     parser.add_argument(
@@ -64,6 +73,7 @@ def _add_demo_command(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", default="runs/demo", metavar="DIR", help="run directory (default: runs/demo)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the demo config")
+    _add_keys_help(parser)
     parser.set_defaults(run=_run_demo)
 
 
@@ -86,7 +96,10 @@ def _run_config(args: argparse.Namespace) -> int:
 
 
 def _add_presets_command(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("presets", help="list the algorithm presets (--config NAME), one line each")
+    parser = commands.add_parser(
+        "presets", help="list the algorithm presets (--config NAME), one line each",
+        epilog="a preset's every key, resolved: reinforcepp config --config NAME; what each key means: docs/config.md",
+    )
     parser.set_defaults(run=_run_presets)
 
 
@@ -173,8 +186,8 @@ def _add_compare_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "compare",
         help="run several algorithm presets on the same data, seeds and budget; one comparison report",
-        epilog="KEY=VALUE overrides go after EXPERIMENT, or at the end after --seeds/--presets.",
     )
+    _add_keys_help(parser, "KEY=VALUE overrides go after EXPERIMENT, or at the end after --seeds/--presets.")
     parser.add_argument("experiment", nargs="?", metavar="EXPERIMENT", help="experiment YAML (title, config, runs)")
     parser.add_argument("--config", metavar="FILE", help="quick form: the shared config of every run")
     parser.add_argument("--presets", nargs="+", default=[], metavar="NAME", help="quick form: presets to compare")
