@@ -25,7 +25,8 @@ def load_config(config: ConfigSource = None, overrides: Overrides = ()) -> Confi
 
     ``config``: None (the schema defaults), a preset name (``"grpo"``), a YAML file path, a mapping of config
     data, or a Config (checked again: edits to its sections skip the cross-field checks until then). A file or
-    mapping may name a preset under ``preset:``; its own fields lie over the preset's.
+    mapping may name a preset under ``preset:`` (a name, or a path relative to the file, or for a mapping to the
+    working directory); its own fields lie over the preset's.
     ``overrides``: ``"dotted.key=value"`` strings (the value is YAML: ``0.001``, ``null``, ``[1, 2]``), or a
     mapping of dotted keys to Python values (``{"algo.kl.coef": 0.001, "reward.function": my_reward}``).
     """

@@ -33,9 +33,10 @@ INTRO = f"""# Configuration reference
 Every key of the config tree: its type, default and meaning. A config is put together in layers, each over
 the one before: the schema defaults below, a preset (`--config grpo`, or `preset: grpo` in your YAML file;
 `reinforcepp presets` lists them), your YAML file, then `KEY=VALUE` overrides on the command line (or a
-`{{"key": value}}` dict in Python, see [python_api.md](python_api.md)). `reinforcepp config [--config X]
-[KEY=VALUE ...]` prints the result. An unknown key, a bad value or a broken rule between fields (listed at the
-end) is an error naming the field; nothing is silently changed.
+`{{"key": value}}` dict in Python, see [python_api.md](python_api.md)). A bare word (`grpo`) always names a
+preset, a path with a `/` or a `.yaml` suffix always a file; a `preset:` path is relative to the file that names
+it. `reinforcepp config [--config X] [KEY=VALUE ...]` prints the result. An unknown key, a bad value or a
+broken rule between fields (listed at the end) is an error naming the field; nothing is silently changed.
 
 Units where they trip people up: `rollout.batch_size` counts **prompts** per RL step; each prompt is sampled
 `rollout.n_samples_per_prompt` times, so a step holds `rollout.batch_size x rollout.n_samples_per_prompt`
