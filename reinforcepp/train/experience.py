@@ -34,6 +34,13 @@ class Experience:
     def from_rollout(cls, rollout: Rollout) -> Experience:
         return cls(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask)
 
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        """Rows where ``keep`` [B] is False leave the update: their loss mask, and so what was computed under it
+        (log pi_old from the sampler), becomes 0."""
+        self.response_mask = self.response_mask * keep[:, None].to(self.response_mask.dtype)
+        if self.old_logp is not None:
+            self.old_logp = self.old_logp * self.response_mask
+
     def rows(self, index: torch.Tensor) -> Experience:
         """The sub-batch of rows ``index``, trimmed of columns that are padding in every row."""
         picked = {f.name: (None if (v := getattr(self, f.name)) is None else v[index]) for f in fields(self)}
