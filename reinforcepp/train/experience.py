@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.nn.functional as F
 
+from reinforcepp.models.inputs import position_ids
 from reinforcepp.rollout import Rollout
 
 from . import dist
@@ -60,11 +61,10 @@ class Experience:
         """input_ids, attention_mask and position_ids of [prompt | response], on ``device``."""
         input_ids = torch.cat([self.prompt_ids, self.response_ids], dim=1)
         attention_mask = torch.cat([self.prompt_mask, self.response_mask], dim=1)
-        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         return {
             "input_ids": input_ids.to(device),
             "attention_mask": attention_mask.to(device),
-            "position_ids": position_ids.to(device),
+            "position_ids": position_ids(attention_mask).to(device),
         }
 
 
