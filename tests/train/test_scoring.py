@@ -142,3 +142,40 @@ def test_a_skipped_greedy_baseline_drops_its_group_and_is_counted(make_config, t
         assert math.isfinite(row["advantages/mean"]), row
         assert row["reward/skipped_baselines"] == 1  # one prompt of four lost its baseline: its sample left
         assert row["reward/skipped"] == 0  # every sample itself was scored
+
+
+def test_the_loop_hands_compute_advantages_the_rewards_computed_by_hand(make_config, tmp_path, monkeypatch):
+    # An independent expectation of what reaches the estimator: from what the reward function saw, by hand,
+    # R = scale * (f + overlong penalty - mean) / std, for the samples and (ReMax) the greedy responses alike.
+    reward = tmp_path / "recording.py"
+    log = tmp_path / "calls.jsonl"
+    reward.write_text(
+        "import json\n"
+        "def reward_func(prompts, completions, completion_ids, **kw):\n"
+        "    scores = [float(len(c) % 3) for c in completions]\n"
+        f"    with open({str(log)!r}, 'a') as f:\n"
+        "        f.write(json.dumps([scores, [len(ids) for ids in completion_ids]]) + '\\n')\n"
+        "    return scores\n"
+    )
+    seen = []
+
+    def spy(estimator, **kwargs):
+        seen.append(kwargs)
+        return compute_advantages(estimator, **kwargs)
+
+    monkeypatch.setattr("reinforcepp.train.loop.compute_advantages", spy)
+    cfg = make_config(CONFIGS / "remax.yaml", f"reward.function={reward}", "train.num_steps=1",
+                      "rollout.n_samples_per_prompt=2", "reward.overlong_buffer=4", "reward.overlong_factor=0.5",
+                      "reward.normalize=fixed", "reward.mean=0.25", "reward.std=2.0", "reward.scale=3.0")
+    train(cfg)
+    (samples, sample_lengths), (greedy, greedy_lengths) = map(json.loads, log.read_text().splitlines())
+
+    def by_hand(score, length):  # max_new_tokens 6, buffer 4: the penalty starts after 2 tokens
+        penalty = -min(max(length - 2, 0), 4) / 4 * 0.5
+        return 3.0 * (score + penalty - 0.25) / 2.0
+
+    want = torch.tensor([by_hand(s, n) for s, n in zip(samples, sample_lengths)], dtype=torch.float64)
+    want_greedy = torch.tensor([by_hand(s, n) for s, n in zip(greedy, greedy_lengths)], dtype=torch.float64)
+    (kwargs,) = seen
+    torch.testing.assert_close(kwargs["rewards"], want, rtol=0, atol=1e-6)  # float32 raw rewards: ~1e-7
+    torch.testing.assert_close(kwargs["greedy_rewards"], want_greedy.repeat_interleave(2), rtol=0, atol=1e-6)
