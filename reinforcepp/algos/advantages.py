@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from .dtypes import compute_dtype
-from .masked import masked_whiten
+from .masked import last_token_index, masked_whiten
 
 ESTIMATORS = ("reinforce_pp", "reinforce_pp_baseline", "grpo", "dr_grpo", "rloo", "remax", "gae")
 # Estimators whose baseline compares the samples of one prompt: they need group_size >= 2.
@@ -99,11 +99,10 @@ def last_token_mask(mask: torch.Tensor) -> torch.Tensor:
     Shapes: mask [B, T] -> [B, T] bool. A row without valid tokens stays all False.
     """
     valid = mask.bool()
-    T = valid.shape[1]
-    last = T - 1 - valid.flip(dims=[1]).to(torch.int8).argmax(dim=1)  # [B]
+    rows = valid.any(dim=1).nonzero().flatten()  # rows with a last token
     onehot = torch.zeros_like(valid)
-    onehot[torch.arange(valid.shape[0], device=valid.device), last] = True
-    return onehot & valid
+    onehot[rows, last_token_index(valid[rows])] = True
+    return onehot
 
 
 def token_rewards(

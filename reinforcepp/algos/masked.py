@@ -50,3 +50,16 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = Tru
     centred = x32 - mu if shift_mean else x32
     out = centred * torch.rsqrt(var.clamp(min=WHITEN_VAR_FLOOR))
     return torch.where(mask.bool(), out, 0.0)
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last valid position (the last 1, so any padding side and masks with holes work):
+    where the sequence reward sits (advantages) and where a reward model reads its score.
+
+    Shapes: mask [B, L] -> [B] int64. A row without valid tokens has no last token: an error naming the rows.
+    """
+    valid = mask.bool()
+    if not bool(valid.any(dim=1).all()):
+        empty = (~valid.any(dim=1)).nonzero().flatten().tolist()
+        raise ValueError(f"attention_mask: rows {empty} have no tokens, so they have no last token to score")
+    return valid.shape[1] - 1 - valid.flip(-1).to(torch.int8).argmax(dim=1)

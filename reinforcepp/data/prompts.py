@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .rendering import render_prompt
+
 log = logging.getLogger(__name__)
 
 
@@ -145,15 +147,9 @@ def tokenize_prompts(
     Prompts longer than ``max_len`` tokens are skipped, never truncated (a cut prompt asks another
     question); returns (prompts, number skipped).
     """
-    use_template = chat_template and getattr(tokenizer, "chat_template", None)
     prompts, skipped = [], 0
     for row in rows:
-        text = row[prompt_key]
-        if use_template:
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-            )
-        ids = tokenizer(text, add_special_tokens=not use_template)["input_ids"]
+        text, ids = render_prompt(tokenizer, row[prompt_key], chat_template=chat_template)
         if not ids:  # generation needs at least one token to start from
             raise DataError(f"prompt {text[:80]!r} has no tokens after tokenization")
         if len(ids) > max_len:

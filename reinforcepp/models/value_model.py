@@ -20,6 +20,8 @@ import transformers
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from reinforcepp.algos.masked import last_token_index
+from reinforcepp.models import inputs
 from reinforcepp.models.loading import (
     ModelLoadError,
     check_device,
@@ -83,7 +85,7 @@ class ValueModel(nn.Module):
         """
         _check_batch(input_ids, attention_mask)
         if position_ids is None:
-            position_ids = positions_from_mask(attention_mask)
+            position_ids = inputs.position_ids(attention_mask)
         elif position_ids.shape != input_ids.shape:
             raise ValueError(f"position_ids: shape {tuple(position_ids.shape)} != input_ids {tuple(input_ids.shape)}")
         hidden = self.backbone(
@@ -161,21 +163,6 @@ class ValueModel(nn.Module):
             model.value_head.weight.copy_(weight)
         model.set_normalization(meta["mean"], meta["std"])
         return model.eval()
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids [B, L] counting real tokens only (0 at each row's first token); pads get 1 (unused)."""
-    positions = attention_mask.long().cumsum(-1) - 1
-    return positions.masked_fill(attention_mask == 0, 1)
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index [B] of each row's last non-pad position, whatever the padding side."""
-    if not bool(attention_mask.any(dim=1).all()):
-        empty = (~attention_mask.bool().any(dim=1)).nonzero().flatten().tolist()
-        raise ValueError(f"attention_mask: rows {empty} have no tokens, so they have no last token to score")
-    length = attention_mask.shape[1]
-    return length - 1 - attention_mask.flip(-1).long().argmax(dim=1)
 
 
 def _check_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .padding import prefill_positions
+from reinforcepp.models.inputs import position_ids
 
 
 @functools.cache
@@ -127,7 +127,7 @@ class _HFBackend:
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, capacity: int, repeats: int) -> torch.Tensor:
         P, Lp = ids.shape
         self.cache, broadcasts = self._make_cache(capacity, repeats)
-        logits = self._forward(ids, mask, prefill_positions(mask))
+        logits = self._forward(ids, mask, position_ids(mask))
         if repeats > 1 and not broadcasts:
             self.cache.batch_repeat_interleave(repeats)
         B = P * repeats

@@ -17,9 +17,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from reinforcepp.models.inputs import LLAMA_FAMILY, is_llama_family, position_ids
 
 
-_FAST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+
 _PREFILL_TOKENS = 8192  # packed prompt tokens per prefill chunk
 _PREFILL_ATTN = 1 << 24  # prompts x Lp^2 attention scores per prefill chunk
 _STATIC_ROPE_TYPES = {"default", "linear", "llama3", "yarn"}
@@ -138,8 +139,8 @@ def fast_path_unsupported_reason(model: Any, max_length: int | None = None) -> s
     model = unwrap_peft(model)
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    if model_type not in _FAST_MODEL_TYPES:
-        return f"model_type {model_type!r} is not one of {sorted(_FAST_MODEL_TYPES)}"
+    if not is_llama_family(model):
+        return f"model_type {model_type!r} is not one of {sorted(LLAMA_FAMILY)}"
     core = getattr(model, "model", None)
     for name in ("embed_tokens", "layers", "norm", "rotary_emb"):
         if not hasattr(core, name):
@@ -349,7 +350,7 @@ class _LlamaBackend:
         keep = mask.bool()
         flat = keep.reshape(-1).nonzero().squeeze(1)  # packed token -> flat index into [P * Lp]
         N = flat.numel()
-        pos = (mask.cumsum(-1) - 1).reshape(-1).index_select(0, flat)
+        pos = position_ids(mask).reshape(-1).index_select(0, flat)
         rope = self.rope_table.index_select(0, pos)  # [N, 2D]
         cos, sin = rope[:, :D].t().unsqueeze(0), rope[:, D:].t().unsqueeze(0)  # [1, D, N]
         # causal and key-not-padding; rows of padding queries are fully masked but stay finite

@@ -42,7 +42,8 @@ from typing import Any
 
 import torch
 
-from .padding import left_pad
+from reinforcepp.models.inputs import left_pad
+
 from .base import Rollout, SamplingParams
 from .budget import prompt_chunks
 from .hf_backend import _HFBackend

@@ -25,12 +25,12 @@ from reinforcepp.algos import bradley_terry_loss
 from reinforcepp.config.schema import Config
 from reinforcepp.data.prompts import DataError, check_string_column, read_rows
 from reinforcepp.models import ValueModel, load_tokenizer, resolve_device
+from reinforcepp.models.inputs import right_pad
 from reinforcepp.stages.sft import (
     append_jsonl,
     chunks,
     encode_pair,
     num_steps,
-    pad_right,
     prepare_output,
     require,
     step_batches,
@@ -83,7 +83,7 @@ def load_pairs(path: str, tokenizer, cfg: Config) -> tuple[list[Pair], int]:
 
 def score_pairs(model: ValueModel, pairs: Sequence[Pair], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen rewards [P], rejected rewards [P]) in one forward pass over the 2P sequences."""
-    ids, attention = pad_right([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id, device)
+    ids, attention = right_pad([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id, device)
     scores = model.score(ids, attention)  # [2P]
     return scores[: len(pairs)], scores[len(pairs):]
 

@@ -23,7 +23,9 @@ from reinforcepp.algos import sft_loss
 from reinforcepp.config.errors import ConfigError
 from reinforcepp.config.schema import Config
 from reinforcepp.data.prompts import DataError, check_string_column, epoch_permutation, read_rows
+from reinforcepp.data.rendering import render_prompt, user_turn, uses_chat_template
 from reinforcepp.models import load_causal_lm, load_tokenizer, resolve_device
+from reinforcepp.models.inputs import right_pad
 from reinforcepp.train.checkpoint import save_hf_model
 from reinforcepp.train.metrics import StepProgress
 from reinforcepp.train.optim import build_optimizer, clip_and_step
@@ -63,23 +65,17 @@ def require(cfg: Config, stage: str) -> None:
 def encode_pair(tokenizer, prompt: str, response: str, *, chat_template: bool) -> tuple[list[int], list[int]]:
     """(prompt ids, response ids) of one row; the response ids end with EOS.
 
-    With ``chat_template`` (and a tokenizer that has one) the prompt is the user turn plus the
-    generation prompt, and the response is the rest of the rendered conversation with the response as
-    the assistant turn (so the template's end-of-turn tokens are learned too). Prompt and response are
-    tokenized separately, so the boundary between them is exact.
+    The prompt is rendered as RL renders it (:func:`render_prompt`). With the chat template the response
+    is the rest of the rendered conversation with the response as the assistant turn (so the template's
+    end-of-turn tokens are learned too). Prompt and response are tokenized separately, so the boundary
+    between them is exact.
     """
-    use_template = chat_template and getattr(tokenizer, "chat_template", None)
-    if use_template:
-        user = [{"role": "user", "content": prompt}]
-        prompt_text = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(
-            user + [{"role": "assistant", "content": response}], tokenize=False
-        )
+    prompt_text, prompt_ids = render_prompt(tokenizer, prompt, chat_template=chat_template)
+    response_text = response
+    if uses_chat_template(tokenizer, chat_template):
+        conversation = user_turn(prompt) + [{"role": "assistant", "content": response}]
+        full = tokenizer.apply_chat_template(conversation, tokenize=False)
         response_text = full[len(prompt_text):] if full.startswith(prompt_text) else response
-        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    else:
-        response_text = response
-        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     response_ids = tokenizer(response_text, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     if eos is not None and (not response_ids or response_ids[-1] != eos):
@@ -101,25 +97,14 @@ def build_examples(
     return examples, skipped
 
 
-def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids [B, L], attention_mask [B, L]) with each sequence padded on the right to the longest."""
-    length = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), length), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids.to(device), mask.to(device)
-
-
 def collate(examples: Sequence[Example], pad_id: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Model inputs and shifted targets of a micro-batch.
 
     input_ids, attention_mask: [B, L]; targets, loss_mask: [B, L-1] where position t predicts token t+1
     and loss_mask is 1 exactly where token t+1 is a response token.
     """
-    ids, attention = pad_right([e.ids for e in examples], pad_id, device)
-    loss_mask, _ = pad_right([e.loss_mask for e in examples], 0, device)
+    ids, attention = right_pad([e.ids for e in examples], pad_id, device)
+    loss_mask, _ = right_pad([e.loss_mask for e in examples], 0, device)
     return {"input_ids": ids, "attention_mask": attention, "targets": ids[:, 1:], "loss_mask": loss_mask[:, 1:]}
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.nn.functional as F
 
+from reinforcepp.models.inputs import position_ids
 from reinforcepp.rollout import Rollout
 
 from . import dist
@@ -34,6 +35,13 @@ class Experience:
     def from_rollout(cls, rollout: Rollout) -> Experience:
         return cls(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask)
 
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        """Rows where ``keep`` [B] is False leave the update: their loss mask, and so what was computed under it
+        (log pi_old from the sampler), becomes 0."""
+        self.response_mask = self.response_mask * keep[:, None].to(self.response_mask.dtype)
+        if self.old_logp is not None:
+            self.old_logp = self.old_logp * self.response_mask
+
     def rows(self, index: torch.Tensor) -> Experience:
         """The sub-batch of rows ``index``, trimmed of columns that are padding in every row."""
         picked = {f.name: (None if (v := getattr(self, f.name)) is None else v[index]) for f in fields(self)}
@@ -53,11 +61,10 @@ class Experience:
         """input_ids, attention_mask and position_ids of [prompt | response], on ``device``."""
         input_ids = torch.cat([self.prompt_ids, self.response_ids], dim=1)
         attention_mask = torch.cat([self.prompt_mask, self.response_mask], dim=1)
-        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         return {
             "input_ids": input_ids.to(device),
             "attention_mask": attention_mask.to(device),
-            "position_ids": position_ids.to(device),
+            "position_ids": position_ids(attention_mask).to(device),
         }
 
 

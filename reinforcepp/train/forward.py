@@ -7,6 +7,7 @@ import contextlib
 import torch
 
 from reinforcepp.algos import compute_dtype, entropy_from_logits, head_logprobs, token_logprobs
+from reinforcepp.models.inputs import is_llama_family
 from reinforcepp.models.lora import base_causal_lm
 
 from .experience import Experience
@@ -97,16 +98,12 @@ def policy_logprobs(
     return logp, entropy
 
 
-# causal LMs whose forward is exactly ``lm_head(model(...).last_hidden_state)``: no logit scaling or soft-capping
-_PLAIN_HEAD_MODELS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
-
-
 def plain_lm_head(model: torch.nn.Module) -> torch.nn.Linear | None:
     """The bias-free ``nn.Linear`` LM head of a bare Llama-family model, else None: other architectures,
     wrapped models (DDP; PEFT: pass its inner model, :func:`base_causal_lm`), LM heads with a LoRA adapter,
     and heads with hooks or sharded weights (FSDP, accelerate offloading), which need their own forward."""
-    head = getattr(model, "lm_head", None)
-    if type(model).__name__ not in _PLAIN_HEAD_MODELS or type(head) is not torch.nn.Linear or head.bias is not None:
+    head = dict(model.named_children()).get("lm_head")  # its own: a wrapper's attribute may reach an inner one
+    if not is_llama_family(model) or type(head) is not torch.nn.Linear or head.bias is not None:
         return None
     hooked = head._forward_pre_hooks or head._forward_hooks or getattr(head, "_hf_hook", None) is not None
     if hooked or type(head.weight.data) is not torch.Tensor:

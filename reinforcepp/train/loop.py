@@ -12,8 +12,7 @@ import torch
 from reinforcepp.algos import compute_advantages, kl_estimate
 from reinforcepp.config import Config
 from reinforcepp.eval import eval_metrics, run_eval_suite
-from reinforcepp.rewards.format_rewards import overlong_penalty
-from reinforcepp.rollout import RowStreams, SamplingParams, TorchEngine
+from reinforcepp.rollout import Rollout, RowStreams, SamplingParams, TorchEngine
 
 from . import dist, sharding
 from .experience import Experience, gather_experience
@@ -21,7 +20,7 @@ from .forward import autocast_dtype, critic_values, policy_logprobs
 from .metrics import MetricsLog, QuietLog
 from .numerics import DriftWarnings, check_weights, to_float32
 from .run import Run, build_run
-from .scoring import check_skipped, drop_unscored
+from .scoring import RewardPipeline
 from .state import refuse_to_overwrite, restore_state, save_final, save_state
 from .stats import step_metrics
 from .update import rank_micro_batches, shuffled_orders, single_pass, update_actor, update_critic
@@ -53,6 +52,7 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
         run.run_dir, tensorboard=cfg.log.tensorboard, progress=cfg.log.progress,
         total_steps=cfg.train.num_steps, start_step=start)
     n, algo = cfg.rollout.n_samples_per_prompt, cfg.algo
+    score = RewardPipeline(run.scorer, run.reward_transform, cfg.reward, cfg.rollout.max_new_tokens)
     drift = DriftWarnings()
     try:
         if start == 0 and cfg.train.eval_every and cfg.eval.before_training:
@@ -71,40 +71,33 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
                 refresh_sampler(run)
                 streams = RowStreams.for_prompts(cfg.seed, step, torch.tensor(list(mine)), n)
                 rollout = run.engine.generate([p.token_ids for p in local], run.sampling, n, streams)
-            # 3. Score every response; ReMax also scores a greedy response per prompt as its baseline.
+            # 3. Score every response into R, the global batch's (train/scoring.py: the whole path from the reward
+            #    function to R); ReMax also scores a greedy response per prompt, its baseline, the same way.
             with timed(timings, "reward"):
-                raw_rewards = run.scorer(local, rollout, n)  # NaN: skipped by the reward function
-                raw_rewards = raw_rewards + length_penalty(cfg, rollout)
-                exp = Experience.from_rollout(rollout)
-                scored_rewards, exp.response_mask = drop_unscored(raw_rewards, exp.response_mask, n)
-                greedy_rewards = greedy_baseline(run, local, n) if algo.advantage.estimator == "remax" else None
+                greedy = greedy_rollout(run, local) if algo.advantage.estimator == "remax" else None
+                scores = score(local, rollout, n, step, greedy=greedy)
             # 4. Experience: every rank gathers the global batch, then log pi_old, log pi_ref, values and the
             #    per-token KL, each rank computing the rows of its share of the update's first-epoch micro-batches.
             with timed(timings, "experience"):
+                exp = Experience.from_rollout(rollout)
                 kl_in_reward = algo.kl.placement == "reward" and run.reference is not None
                 source = old_logp_source(run, kl_in_reward, cfg.rollout.batch_size * n)
                 if source == "rollout":
                     exp.old_logp = rollout.logprobs.float() * exp.response_mask
                 exp = gather_experience(exp)
-                raw_rewards, scored_rewards, finished = map(dist.gather_rows, (raw_rewards, scored_rewards, rollout.finished))
-                check_skipped(raw_rewards, cfg.reward.max_skipped_fraction, run.scorer.name, step)
-                run.reward_transform.observe(raw_rewards[torch.isfinite(raw_rewards)])
-                # in float64, and the advantages' statistics with them: large rewards must not overflow
-                rewards = run.reward_transform(scored_rewards.double())
-                if greedy_rewards is not None:
-                    greedy_rewards = dist.gather_rows(greedy_rewards).double()
-                    greedy_rewards = run.reward_transform(greedy_rewards).repeat_interleave(n)
+                exp.keep_rows(scores.kept)  # samples the reward skipped (ReMax: or whose baseline it skipped) leave
+                finished = dist.gather_rows(rollout.finished)
                 # the update's shuffles, drawn first: these passes then batch rows as its first epoch does
-                actor_orders = shuffled_orders(cfg, len(rewards), generator)
-                critic_orders = shuffled_orders(cfg, len(rewards), generator) if run.critic is not None else None
+                actor_orders = shuffled_orders(cfg, len(scores.rewards), generator)
+                critic_orders = shuffled_orders(cfg, len(scores.rewards), generator) if run.critic is not None else None
                 exp = make_experience(run, exp, source, policy_order=actor_orders[0],
                                       critic_order=None if critic_orders is None else critic_orders[0])
                 kl = kl_estimate(exp.old_logp, exp.ref_logp, algo.kl.estimator, clamp=algo.kl.clamp) if kl_in_reward else None
                 # 5. Advantages (REINFORCE++: token returns, then the global batch z-score).
                 advantages, returns = compute_advantages(
-                    algo.advantage.estimator, rewards=rewards, mask=exp.response_mask, group_size=n,
+                    algo.advantage.estimator, rewards=scores.rewards, mask=exp.response_mask, group_size=n,
                     kl=kl, kl_coef=algo.kl.coef if kl_in_reward else 0.0, gamma=algo.advantage.gamma,
-                    lam=algo.advantage.lam, values=exp.values, greedy_rewards=greedy_rewards,
+                    lam=algo.advantage.lam, values=exp.values, greedy_rewards=scores.greedy,
                 )
                 exp.advantages = to_float32(advantages, f"step {step}: advantages")
                 exp.returns = to_float32(returns, f"step {step}: returns")
@@ -118,13 +111,13 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
             if dist.initialized():
                 timings["timing/collectives"] = dist.collective_seconds() - collectives_start
             # 7. Log, evaluate, checkpoint.
-            metrics = step_metrics(run, exp, raw_rewards, finished, n, stats, timings)
+            metrics = step_metrics(run, exp, scores.raw, finished, n, stats, timings) | scores.metrics()
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.num_steps):
                 metrics |= evaluate(run)
             run.metrics.log(step, metrics)
             drift.check(cfg, step, metrics)
             if cfg.log.prompt_rewards:
-                run.metrics.log_prompt_rewards(step, prompt_indices, raw_rewards)
+                run.metrics.log_prompt_rewards(step, prompt_indices, scores.raw)
             if cfg.ckpt.every and step % cfg.ckpt.every == 0 and step < cfg.train.num_steps:
                 save_state(run, step)
             if on_step_end is not None:
@@ -199,24 +192,12 @@ def _in_micro_batches(fn: Callable[[Experience], torch.Tensor], exp: Experience,
     return dist.global_sum(out * exp.response_mask)  # each row was computed by one rank, zeros elsewhere: exact
 
 
-def length_penalty(cfg: Config, rollout) -> torch.Tensor:
-    """DAPO's soft overlong penalty on R (before any baseline, as OpenRLHF); 0 when off."""
-    if cfg.reward.overlong_buffer is None:
-        return torch.zeros(rollout.num_sequences)
-    lengths = rollout.response_lengths().tolist()
-    penalty = overlong_penalty(lengths, cfg.rollout.max_new_tokens, cfg.reward.overlong_buffer,
-                               cfg.reward.overlong_factor)
-    return torch.tensor(penalty, dtype=torch.float32)
-
-
-def greedy_baseline(run: Run, prompts, n: int) -> torch.Tensor:
-    """ReMax's baseline: the raw reward of the greedy response to each prompt ([P]; the loop transforms it
-    like the samples' rewards and repeats it for the prompt's n samples)."""
+def greedy_rollout(run: Run, prompts) -> Rollout:
+    """ReMax's baseline responses: one greedy response to each prompt (the reward pipeline scores them)."""
     params = SamplingParams(
         max_new_tokens=run.sampling.max_new_tokens, greedy=True, stop_strings=run.sampling.stop_strings
     )
-    greedy = run.engine.generate([p.token_ids for p in prompts], params, 1)
-    return run.scorer(prompts, greedy, 1)
+    return run.engine.generate([p.token_ids for p in prompts], params, 1)
 
 
 def refresh_sampler(run: Run) -> None:

@@ -1,17 +1,41 @@
-"""Scoring: decode the responses and turn them into one scalar reward per sequence."""
+"""The reward pipeline: everything between the reward source and the R that ``compute_advantages`` sees.
+
+One path, in this order, for the sampled responses and for ReMax's greedy responses alike
+(:class:`RewardPipeline`):
+
+    1. the source: the reward function (None -> NaN, a skip) or the reward model      :class:`Scorer`
+    2. DAPO's soft overlong penalty, added to R before any baseline (as OpenRLHF)    :func:`length_penalty`
+    3. the global batch: every rank's rows, in rank order
+    4. skips: a sample the function skipped, and under ReMax every sample of a prompt whose greedy response
+       it skipped (no baseline), leaves the update; counted, logged, and checked against
+       reward.max_skipped_fraction                                                  :func:`check_skipped`
+    5. running normalization statistics take in the step's scored raw rewards
+    6. normalize / clip / scale, in float64                                          :class:`RewardTransform`
+
+A non-finite reward never reaches the advantages: a NaN is a counted skip, anything else non-finite (or
+beyond float32) is an error naming the sample.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from reinforcepp.algos.dtypes import FLOAT32_MAX, beyond_float32
+from reinforcepp.config.schema import RewardConfig
 from reinforcepp.data import Prompt, column_names
-from reinforcepp.rewards import RewardError, score_completions
+from reinforcepp.rewards import RewardError, RewardTransform, score_completions
+from reinforcepp.rewards.format_rewards import overlong_penalty
 from reinforcepp.rewards.function import function_name
 from reinforcepp.rollout import Rollout
+
+from . import dist
+
+log = logging.getLogger(__name__)
 
 
 def response_token_ids(rollout: Rollout) -> list[list[int]]:
@@ -79,29 +103,98 @@ class Scorer:
         return scores.float().cpu()
 
 
-def drop_unscored(rewards: torch.Tensor, response_mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Samples the reward function skipped (NaN) leave the update: their response mask becomes 0 (no
-    loss, no whitening statistics) and their reward becomes the mean of the scored samples of their
-    prompt, so the group-mean baselines of the others do not move (TRL's nanmean, made explicit).
+def length_penalty(rollout: Rollout, reward: RewardConfig, max_new_tokens: int) -> torch.Tensor:
+    """DAPO's soft overlong penalty of each response (``overlong_penalty``), [B] float32; 0 when
+    reward.overlong_buffer is off."""
+    if reward.overlong_buffer is None:
+        return torch.zeros(rollout.num_sequences)
+    lengths = rollout.response_lengths().tolist()
+    penalty = overlong_penalty(lengths, max_new_tokens, reward.overlong_buffer, reward.overlong_factor)
+    return torch.tensor(penalty, dtype=torch.float32)
 
-    Shapes: rewards [B], response_mask [B, T] -> (rewards [B] without NaN, response_mask [B, T]).
+
+def fill_skipped(rewards: torch.Tensor, n: int) -> torch.Tensor:
+    """A skipped sample (NaN) gets the mean of the scored samples of its prompt, so the group-mean baselines
+    of the others do not move (TRL's nanmean, made explicit); an all-skipped group gets 0. The sample
+    itself leaves the update (its loss mask becomes 0: ``Experience.keep_rows``).
+
+    Shapes: rewards [B] (groups of ``n`` contiguous) -> [B] without NaN.
     """
-    scored = torch.isfinite(rewards)
-    if bool(scored.all()):
-        return rewards, response_mask
+    if bool(torch.isfinite(rewards).all()):
+        return rewards
     groups = rewards.view(-1, n)
-    group_mean = torch.nanmean(groups, dim=1, keepdim=True).nan_to_num(0.0)  # an all-skipped group: 0
-    filled = torch.where(torch.isfinite(groups), groups, group_mean).view(-1)
-    return filled, response_mask * scored[:, None].to(response_mask.dtype)
+    group_mean = torch.nanmean(groups, dim=1, keepdim=True).nan_to_num(0.0)
+    return torch.where(torch.isfinite(groups), groups, group_mean).view(-1)
 
 
-def check_skipped(raw_rewards: torch.Tensor, max_fraction: float, source: str, step: int) -> None:
-    """reward.max_skipped_fraction: an error when the reward skipped (NaN) more than that fraction of the
-    step's samples, and always when it skipped every one (the step would train on nothing)."""
+def check_skipped(raw_rewards: torch.Tensor, max_fraction: float, source: str, step: int,
+                  kept: torch.Tensor | None = None) -> None:
+    """reward.max_skipped_fraction: an error when more than that fraction of the step's samples leave the update
+    for a skip, and always when every one does (the step would train on nothing). ``kept`` [B] bool: the samples
+    that stay (default: the scored ones; ReMax also drops the samples of a prompt whose baseline was skipped)."""
     skipped, total = int((~torch.isfinite(raw_rewards)).sum()), raw_rewards.numel()
-    if skipped == total:
-        raise RewardError(f"{source} returned None (skip) for all {total} samples of step {step}: there is "
-                          "nothing to learn from")
-    if skipped > max_fraction * total:
-        raise RewardError(f"{source} returned None (skip) for {skipped} of {total} samples of step {step}, more "
-                          f"than reward.max_skipped_fraction = {max_fraction:g} of them")
+    left = skipped if kept is None else int((~kept).sum())
+    what = f"returned None (skip) for {skipped} of {total} samples of step {step}"
+    if left > skipped:
+        what += f" and for greedy baselines, so {left} of {total} samples leave the update"
+    if left == total:
+        if left == skipped:
+            what = f"returned None (skip) for all {total} samples of step {step}"
+        raise RewardError(f"{source} {what}: there is nothing to learn from")
+    if left > max_fraction * total:
+        raise RewardError(f"{source} {what}, more than reward.max_skipped_fraction = {max_fraction:g} of them")
+
+
+@dataclass
+class StepRewards:
+    """One step's rewards over the global batch (every rank's rows, in rank order). Shapes: B samples."""
+
+    raw: torch.Tensor  # [B] float32: the source's score plus the overlong penalty; NaN where skipped (metrics)
+    rewards: torch.Tensor  # [B] float64: R for compute_advantages; a row that left the update holds a finite stand-in
+    greedy: torch.Tensor | None  # [B] float64: ReMax's baseline, R of the greedy response to each sample's prompt
+    kept: torch.Tensor  # [B] bool: the samples that stay in the update
+    skipped_baselines: int = 0  # ReMax: prompts whose greedy response the reward skipped
+
+    def metrics(self) -> dict[str, float]:
+        return {} if self.greedy is None else {"reward/skipped_baselines": float(self.skipped_baselines)}
+
+
+class RewardPipeline:
+    """The module docstring's six stages: ``pipeline(prompts, rollout, n, step, greedy=...)`` -> :class:`StepRewards`.
+
+    ReMax (``greedy``: the greedy rollout of this rank's prompts, one response each) scores its baseline through
+    stages 1-3 and 6 exactly as the samples (the same penalty and transform: R(greedy) is the same quantity as
+    R(sample)); the running statistics (5) take in the samples only. A greedy response the function skips leaves
+    its prompt without a baseline: that prompt's samples leave the update (a counted, logged skip), since an
+    error would stop a run over one unscorable answer and any substitute baseline would be another estimator.
+    """
+
+    def __init__(self, scorer: Scorer, transform: RewardTransform, reward: RewardConfig, max_new_tokens: int):
+        self.scorer, self.transform, self.reward, self.max_new_tokens = scorer, transform, reward, max_new_tokens
+
+    def raw(self, prompts: list[Prompt], rollout: Rollout, n: int) -> torch.Tensor:
+        """Stages 1-3: [B] float32 of the global batch (this rank scores its own ``prompts``), NaN where skipped."""
+        local = self.scorer(prompts, rollout, n) + length_penalty(rollout, self.reward, self.max_new_tokens)
+        return dist.gather_rows(local)
+
+    def __call__(self, prompts: list[Prompt], rollout: Rollout, n: int, step: int,
+                 greedy: Rollout | None = None) -> StepRewards:
+        raw = self.raw(prompts, rollout, n)
+        scored = torch.isfinite(raw)
+        kept, greedy_raw, skipped_baselines = scored, None, 0
+        if greedy is not None:
+            greedy_raw = self.raw(prompts, greedy, 1)  # [P]
+            skipped_baselines = int((~torch.isfinite(greedy_raw)).sum())
+            greedy_raw = greedy_raw.repeat_interleave(n)
+            kept = scored & torch.isfinite(greedy_raw)
+        check_skipped(raw, self.reward.max_skipped_fraction, self.scorer.name, step, kept)
+        if skipped_baselines and dist.is_main():
+            log.warning("step %d: %s returned None (skip) for the greedy response of %d prompt(s): without ReMax's "
+                        "baseline their samples leave the update", step, self.scorer.name, skipped_baselines)
+        self.transform.observe(raw[scored])
+        filled = fill_skipped(raw, n)
+        rewards = self.transform(filled.double())
+        baseline = None
+        if greedy_raw is not None:  # a prompt without a baseline: its own R stands in (advantage 0, masked anyway)
+            baseline = self.transform(torch.where(torch.isfinite(greedy_raw), greedy_raw, filled).double())
+        return StepRewards(raw=raw, rewards=rewards, greedy=baseline, kept=kept, skipped_baselines=skipped_baselines)

@@ -7,7 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from reinforcepp.models.loading import ModelLoadError
-from reinforcepp.models.value_model import ValueModel, last_token_index, positions_from_mask
+from reinforcepp.algos.masked import last_token_index
+from reinforcepp.models.inputs import position_ids as positions_from_mask
+from reinforcepp.models.value_model import ValueModel
 from reinforcepp.testing import tiny_model
 
 PAD = 0
