@@ -25,6 +25,7 @@ class Experience:
     response_ids: torch.Tensor  # [B, T] right padded
     response_mask: torch.Tensor  # [B, T] 1 on response tokens: the loss mask
     old_logp: torch.Tensor | None = None  # [B, T] log pi_old, recomputed by the training forward
+    rollout_logp: torch.Tensor | None = None  # [B, T] the sampler's log-probs (kept for algo.loss.tis_cap)
     ref_logp: torch.Tensor | None = None  # [B, T] log pi_ref (None without a KL term)
     values: torch.Tensor | None = None  # [B, T] critic values V_t (PPO only)
     advantages: torch.Tensor | None = None  # [B, T]

@@ -81,10 +81,12 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
             # 4. Experience: every rank gathers the global batch, then log pi_old, log pi_ref, values and the
             #    per-token KL, each rank computing the rows of its share of the update's first-epoch micro-batches.
             with timed(timings, "experience"):
-                kl_in_reward = algo.kl.placement == "reward" and run.reference is not None
+                kl_in_reward = algo.kl.applied_to == "reward"
                 source = old_logp_source(run, kl_in_reward, cfg.rollout.batch_size * n)
                 if source == "rollout":
                     exp.old_logp = rollout.logprobs.float() * exp.response_mask
+                if algo.loss.tis_cap is not None:  # the sampler's log-probs, for the rollout correction
+                    exp.rollout_logp = rollout.logprobs.float() * exp.response_mask
                 exp = gather_experience(exp)
                 raw_rewards, scored_rewards, finished = map(dist.gather_rows, (raw_rewards, scored_rewards, rollout.finished))
                 check_skipped(raw_rewards, cfg.reward.max_skipped_fraction, run.scorer.name, step)
