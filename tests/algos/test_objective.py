@@ -54,6 +54,25 @@ def test_every_term_on_three_tokens_by_hand():
     assert expected_loss == pytest.approx(-1.004809, abs=1e-6)
 
 
+def test_every_option_on_three_tokens_by_hand():
+    """The same with the TIS weight (C = 2, log(pi_old / pi_rollout) = [0.1, -0.2, 1.0]: w = [e^0.1, e^-0.2, 2])
+    on the surrogate and the unbiased KL gradient (weight pi / pi_old = r: gradient r d, value still k3)."""
+    settings = ObjectiveSettings(kl_coef=0.1, kl_estimator="k3", kl_unbiased=True, entropy_coef=0.01, tis_cap=2.0)
+    logp, entropy = leaf(LOGP), leaf(ENT)
+    rollout = const(OLD) - const([0.1, -0.2, 1.0])
+    loss, terms, _ = actor_objective(logp, const(OLD), const(ADV), MASK, settings, entropy=entropy,
+                                     ref_logp=const(REF), rollout_logp=rollout)
+    loss.backward()
+    r1, w = math.exp(0.1), [math.exp(0.1), math.exp(-0.2), 2.0]
+    pg = (-w[0] * r1 + w[1] * 0.5 - w[2] * 1.2 * 2.0) / 3
+    k3 = [math.exp(-0.2) - 1 + 0.2, math.exp(0.5) - 1 - 0.5, 0.0]
+    torch.testing.assert_close(loss, torch.tensor(pg + 0.1 * sum(k3) / 3 - 0.01 * sum(ENT) / 3, dtype=F64))
+    d_pg = [-w[0] * r1, w[1] * 0.5, 0.0]
+    d_kl = [r1 * 0.2, 1.0 * -0.5, 0.0]
+    torch.testing.assert_close(logp.grad, const([(g + 0.1 * k) / 3 for g, k in zip(d_pg, d_kl)]))
+    torch.testing.assert_close(entropy.grad, const([-0.01 / 3] * 3))
+
+
 def test_terms_that_are_off_contribute_nothing():
     logp = leaf(LOGP)
     loss, terms, _ = actor_objective(logp, const(OLD), const(ADV), MASK, ObjectiveSettings())
@@ -131,7 +150,7 @@ def test_gspo_clips_whole_sequences():
     # the token-level ratio with the same narrow clip would clip token by token instead
     token_loss, _, _ = actor_objective(old + log_ratio, old, adv, mask, ObjectiveSettings(
         clip_low=3e-4, clip_high=4e-4, agg="seq-mean-token-mean"))
-    assert abs(float(token_loss) - float(loss)) > 1e-4
+    assert abs(float(token_loss.detach()) - float(loss.detach())) > 1e-4
 
 
 def test_gspo_token_keeps_per_token_advantages():
