@@ -220,7 +220,7 @@ class LossConfig(_Section):
     ratio_level: Literal[RATIO_LEVELS] = Field(
         "token", description="The PPO ratio per token, or per sequence (GSPO, Zheng et al. 2025: the "
         "length-normalized geometric mean of the token ratios, clipped per sequence; set clip_low/clip_high to "
-        "GSPO's 3e-4/4e-4 and agg to seq-mean-token-mean, as configs/gspo.yaml does).",
+        "GSPO's 3e-4/4e-4 and agg to seq-mean-token-mean, as the gspo preset does).",
     )
     tis_cap: Annotated[float, Field(ge=1)] | None = Field(
         None, description="Truncated importance sampling (Yao et al. 2025): weight each token's policy loss by "
