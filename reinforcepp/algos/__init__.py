@@ -20,22 +20,28 @@ from .lm_head import head_logprobs
 from .logprobs import token_logprobs
 from .losses import (
     AGGREGATIONS,
+    RATIO_LEVELS,
     aggregate,
     bradley_terry_loss,
     entropy_from_logits,
+    importance_ratio,
     kl_loss,
     policy_loss,
     sft_loss,
     value_loss,
 )
 from .masked import masked_mean, masked_sum, masked_var, masked_whiten
+from .objective import ObjectiveSettings, actor_objective, tis_weights
 
 __all__ = [
     "AGGREGATIONS",
     "ESTIMATORS",
     "GROUP_ESTIMATORS",
     "KL_ESTIMATORS",
+    "ObjectiveSettings",
+    "RATIO_LEVELS",
     "WHITENED_ESTIMATORS",
+    "actor_objective",
     "aggregate",
     "bradley_terry_loss",
     "compute_advantages",
@@ -44,6 +50,7 @@ __all__ = [
     "entropy_from_logits",
     "gae",
     "head_logprobs",
+    "importance_ratio",
     "kl_estimate",
     "kl_loss",
     "masked_mean",
@@ -55,5 +62,6 @@ __all__ = [
     "shape_rewards",
     "token_logprobs",
     "token_rewards",
+    "tis_weights",
     "value_loss",
 ]

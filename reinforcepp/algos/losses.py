@@ -10,6 +10,8 @@ micro-batch losses is then exactly the loss of the whole step, whatever the micr
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .dtypes import compute_dtype
@@ -20,6 +22,8 @@ AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 # Bound on |log pi - log pi_old| before exp(): a ratio of e^20 is already meaningless, and it keeps
 # one stale token from producing inf (OpenRLHF and verl clamp at 20 too).
 LOG_RATIO_CLAMP = 20.0
+# Cap of the importance weight of the unbiased KL-loss gradient (OpenRLHF's KL_IS_WEIGHT_CLIP).
+KL_IS_WEIGHT_CLIP = 10.0
 
 
 def aggregate(
@@ -58,6 +62,36 @@ def aggregate(
     raise ValueError(f"unknown loss aggregation {agg!r}; expected one of {AGGREGATIONS}")
 
 
+RATIO_LEVELS = ("token", "sequence")
+
+
+def importance_ratio(
+    logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor, level: str = "token"
+) -> torch.Tensor:
+    """The PPO importance ratio of each token, per token or per sequence.
+
+        token:    r_t = pi_theta(o_t) / pi_old(o_t) = exp(logp_t - old_logp_t)                    (PPO)
+        sequence: s_i = (pi_theta(y_i) / pi_old(y_i))^(1/|y_i|) = exp(sum_t m_t (logp_t - old_logp_t) / |y_i|),
+                  given to every token as s_{i,t} = sg(s_i) * exp(logp_t - sg(logp_t))
+                  (GSPO-token, Zheng et al. 2025, arXiv 2507.18071, eq. 13-14)
+
+    GSPO-token has GSPO's value (s_{i,t} = s_i) and, for an advantage constant over the sequence, GSPO's
+    gradient s_i * A_i * grad logp_t / |y_i| under seq-mean-token-mean; unlike GSPO's mean inside the exp it
+    keeps a per-token advantage its own (verl's compute_policy_loss_gspo). The (mean) log-ratio is clamped to
+    [-20, 20] before exp(). An empty row (|y_i| = 0) has ratio 1.
+
+    Shapes: logp [B, T] (with grad), old_logp [B, T], mask [B, T] -> [B, T].
+    """
+    if level == "token":
+        return (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP).exp()
+    if level == "sequence":
+        lengths = mask.to(logp.dtype).sum(dim=1).clamp(min=1.0)  # [B]
+        seq_log_ratio = masked_sum((logp - old_logp).detach(), mask, dim=1) / lengths  # [B]
+        seq_log_ratio = seq_log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+        return (seq_log_ratio[:, None] + logp - logp.detach()).exp()  # value s_i, gradient s_i * grad logp_t
+    raise ValueError(f"unknown ratio level {level!r}; expected one of {RATIO_LEVELS}")
+
+
 def policy_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -67,6 +101,8 @@ def policy_loss(
     clip_low: float = 0.2,
     clip_high: float = 0.2,
     dual_clip: float | None = None,
+    ratio_level: str = "token",
+    weights: torch.Tensor | None = None,
     agg: str = "token-mean",
     num_tokens: float | torch.Tensor | None = None,
     num_seqs: float | torch.Tensor | None = None,
@@ -74,24 +110,25 @@ def policy_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO clipped surrogate (paper eq. 1), with clip-higher (DAPO) and dual clip (Ye et al. 2020).
 
-        rho_t  = pi_theta(o_t) / pi_old(o_t) = exp(logp - old_logp)
+        rho_t  = importance_ratio(logp, old_logp, mask, ratio_level)     (exp(logp - old_logp) per token)
         l_t    = -min(rho_t * A_t, clip(rho_t, 1 - eps_low, 1 + eps_high) * A_t)
         dual:  l_t = min(l_t, -c * A_t)  for A_t < 0     (the objective is bounded below by c * A_t)
-        loss   = aggregate(l, mask, agg)
+        loss   = aggregate(w * l, mask, agg)             (w = ``weights``, detached; 1 when None)
 
     Args:
         logp: [B, T] log-probs of the sampled tokens under the current policy (with grad).
         old_logp: [B, T] the same under the rollout policy pi_old (no grad).
         advantages: [B, T].
         dual_clip: c > 1, or None for no dual clip.
+        ratio_level: "token" (PPO) or "sequence" (GSPO: one clipped ratio per sequence).
+        weights: [B, T] per-token loss weights applied after the clip (truncated importance sampling).
     Returns:
         (loss [], stats) where stats holds detached [] tensors over this batch's valid tokens:
         ``clip_frac`` (tokens whose clipped branch is active), ``clip_frac_low`` / ``clip_frac_high``
         (ratio below 1 - eps_low with A < 0 / above 1 + eps_high with A > 0), ``dual_clip_frac``,
         ``approx_kl`` (k1 of pi_old against pi_theta: mean of old_logp - logp) and ``approx_kl_k3``.
     """
-    log_ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # [B, T]
-    ratio = log_ratio.exp()
+    ratio = importance_ratio(logp, old_logp, mask, ratio_level)  # [B, T]
     surr = ratio * advantages
     surr_clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
     loss = -torch.minimum(surr, surr_clipped)  # [B, T]
@@ -99,6 +136,8 @@ def policy_loss(
     if dual_clip is not None:
         dual_active = (advantages < 0) & (loss > -dual_clip * advantages)
         loss = torch.where(dual_active, -dual_clip * advantages, loss)
+    if weights is not None:
+        loss = loss * weights.detach()
 
     with torch.no_grad():
         d = old_logp - logp  # log pi_old / pi_theta on tokens sampled from pi_old
@@ -155,6 +194,7 @@ def kl_loss(
     estimator: str = "k2",
     *,
     clamp: float | None = None,
+    unbiased_old_logp: torch.Tensor | None = None,
     agg: str = "token-mean",
     num_tokens: float | torch.Tensor | None = None,
     num_seqs: float | torch.Tensor | None = None,
@@ -167,9 +207,26 @@ def kl_loss(
     The gradient flows through ``logp``. On-policy, E[grad k2] = grad KL(pi || ref) exactly, while
     E[grad k3] = grad KL(ref || pi) and E[grad k1] = 0 (tests/algos/test_kl_closed_form.py).
 
-    Shapes: logp [B, T] (with grad), ref_logp [B, T], mask [B, T] -> [].
+    With ``unbiased_old_logp`` (log pi_old, the policy that sampled the tokens) the per-token term is
+    OpenRLHF's ``unbiased_gradient`` (compute_approx_kl, PR #1309): with d = logp - ref_logp,
+
+        w_t = sg(min(exp(logp_t - old_logp_t), 10))
+        l_t = sg(k_t) + w_t d_t^2 / 2 - sg(w_t d_t^2 / 2)       value k_t, gradient w_t d_t grad logp_t
+
+    and E_{o ~ pi_old}[w d grad logp] = grad KL(pi || ref) exactly, whatever the estimator k (which then only
+    sets the logged value) and however far pi_old is from pi while the weight is below 10. ``clamp`` bounds
+    the value, not the gradient (as OpenRLHF).
+
+    Shapes: logp [B, T] (with grad), ref_logp [B, T], mask [B, T], unbiased_old_logp [B, T] -> [].
     """
-    per_token = kl_estimate(logp, ref_logp.detach(), estimator, clamp=clamp)
+    ref_logp = ref_logp.detach()
+    per_token = kl_estimate(logp, ref_logp, estimator, clamp=clamp)
+    if unbiased_old_logp is not None:
+        dtype = per_token.dtype
+        with torch.no_grad():
+            log_w = (logp.to(dtype) - unbiased_old_logp.to(dtype)).clamp(max=math.log(KL_IS_WEIGHT_CLIP))
+        surrogate = log_w.exp() * 0.5 * (logp.to(dtype) - ref_logp.to(dtype)).square()
+        per_token = per_token.detach() + surrogate - surrogate.detach()
     return aggregate(per_token, mask, agg, num_tokens=num_tokens, num_seqs=num_seqs, token_norm=token_norm)
 
 

@@ -26,7 +26,7 @@ def _kl_estimator_in_reward(cfg: Config) -> list[str]:
     """`algo.kl.estimator` other than k1 with `algo.kl.placement=reward` (and `algo.kl.coef` > 0): a detached
     KL penalty in the reward is an unbiased gradient of KL(pi||ref) only for k1."""
     kl = cfg.algo.kl
-    if kl.coef > 0 and kl.placement == "reward" and kl.estimator != "k1":
+    if kl.applied_to == "reward" and kl.estimator != "k1":
         return [
             f"algo.kl.estimator: {kl.estimator!r} with algo.kl.placement='reward': a detached KL "
             "penalty in the reward is an unbiased gradient of KL(pi||ref) only for k1; "
@@ -78,14 +78,36 @@ def _batch_divisibility(cfg: Config) -> list[str]:
 
 
 def _kl_placement(cfg: Config) -> list[str]:
-    """`algo.kl.estimator=k1` with `algo.kl.placement=loss` (and `algo.kl.coef` > 0) is refused: its expected
-    gradient is 0, so the KL term would do nothing; use k2 or k3 in the loss, or k1 in the reward."""
+    """`algo.kl.estimator=k1` with `algo.kl.placement=loss` (and `algo.kl.coef` > 0) is refused unless
+    `algo.kl.unbiased_gradient` is set: its expected gradient is 0, so the KL term would do nothing; use k2 or
+    k3 in the loss, the unbiased gradient, or k1 in the reward.
+
+    `algo.kl.unbiased_gradient` needs the KL in the loss (`algo.kl.placement=loss`, `algo.kl.coef` > 0): it
+    changes only the gradient of the KL loss term."""
     kl = cfg.algo.kl
-    if kl.coef > 0 and kl.placement == "loss" and kl.estimator == "k1":
+    if kl.unbiased_gradient and kl.applied_to != "loss":
+        return [
+            "algo.kl.unbiased_gradient: only changes the gradient of the KL as a loss (algo.kl.placement='loss' "
+            f"with algo.kl.coef > 0; got placement={kl.placement!r}, coef={kl.coef}); the KL in the reward is "
+            "already detached"
+        ]
+    if kl.applied_to == "loss" and kl.estimator == "k1" and not kl.unbiased_gradient:
         return [
             "algo.kl.estimator: 'k1' with algo.kl.placement='loss' has zero expected gradient "
             "(E_pi[grad log pi] = 0), so the KL term silently does nothing; use k2 (an unbiased "
-            "gradient of KL(pi||ref)) or k3 as a loss, or put k1 in the reward (algo.kl.placement=reward)"
+            "gradient of KL(pi||ref)) or k3 as a loss, set algo.kl.unbiased_gradient=true, or put k1 in the "
+            "reward (algo.kl.placement=reward)"
+        ]
+    return []
+
+
+def _rollout_correction(cfg: Config) -> list[str]:
+    """`algo.loss.tis_cap` needs `train.old_logprobs` recompute or auto: with rollout, log pi_old is the
+    sampler's own log-prob and the correction pi_old / pi_rollout is always 1."""
+    if cfg.algo.loss.tis_cap is not None and cfg.train.old_logprobs == "rollout":
+        return [
+            "algo.loss.tis_cap: with train.old_logprobs='rollout' log pi_old is the sampler's own log-prob, so "
+            "the correction pi_old / pi_rollout is always 1; use train.old_logprobs=recompute (or auto)"
         ]
     return []
 
@@ -111,7 +133,7 @@ def _reference_dtype(cfg: Config) -> list[str]:
     m = cfg.model
     if m.reference_dtype == "auto":
         return []
-    if cfg.algo.kl.coef == 0:
+    if cfg.algo.kl.applied_to is None:
         return [f"model.reference_dtype: {m.reference_dtype!r}, but algo.kl.coef = 0 loads no reference; remove it"]
     if m.reference_dtype == "float32" and m.dtype == "bfloat16":
         return [
@@ -135,7 +157,7 @@ def _lora(cfg: Config) -> list[str]:
             f"model.lora.dropout: {m.lora.dropout}, but RL runs the policy in eval mode (the model that is updated "
             "is the one that sampled), where dropout never applies; leave it at 0"
         )
-    if m.reference is None and m.reference_dtype != "auto" and cfg.algo.kl.coef > 0:
+    if m.reference is None and m.reference_dtype != "auto" and cfg.algo.kl.applied_to is not None:
         problems.append(
             f"model.reference_dtype: {m.reference_dtype!r}, but with model.lora and no model.reference the "
             "reference is the policy's own base weights with the adapters off (no second copy), in the policy's "
@@ -203,6 +225,6 @@ def _unused_settings(cfg: Config) -> list[str]:
 
 
 # The order of the problems in an error; the reference lists the rules in this order too.
-CHECKS = (_group_sampling, _batch_divisibility, _kl_placement, _critic_usage, _reference_dtype, _lora,
-          _unused_settings)
+CHECKS = (_group_sampling, _batch_divisibility, _kl_placement, _rollout_correction, _critic_usage, _reference_dtype,
+          _lora, _unused_settings)
 WARNINGS = (_kl_estimator_in_reward,)

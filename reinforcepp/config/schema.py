@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from reinforcepp.algos import AGGREGATIONS, ESTIMATORS, KL_ESTIMATORS
+from reinforcepp.algos import AGGREGATIONS, ESTIMATORS, KL_ESTIMATORS, RATIO_LEVELS
 from reinforcepp.config.checks import cross_field_problems, cross_field_warnings
 from reinforcepp.config.errors import ConfigError, ConfigWarning, config_error_from
 from reinforcepp.rewards.function import function_name
@@ -190,6 +190,17 @@ class KLConfig(_Section):
     clamp: PositiveFloat | None = Field(
         10.0, description="Clamp the per-token estimate to [-clamp, clamp] (as OpenRLHF); None = off."
     )
+    unbiased_gradient: bool = Field(
+        False, description="KL as a loss only: keep the estimator's value but take the gradient "
+        "w * (log pi - log pi_ref) * grad log pi, w = min(pi / pi_old, 10) detached (OpenRLHF unbiased_gradient, "
+        "verl 'k3+'): in expectation exactly grad KL(pi||ref) for k1, k2 and k3, also off-policy.",
+    )
+
+    @property
+    def applied_to(self) -> Literal["reward", "loss"] | None:
+        """Where the KL term goes: the reward, the loss, or nowhere (coef = 0: no reference is loaded).
+        The one place that decides it, for the loop, the update and the reference."""
+        return self.placement if self.coef > 0 else None
 
 
 class LossConfig(_Section):
@@ -206,6 +217,17 @@ class LossConfig(_Section):
         description="Divisor of seq-mean-token-sum-norm; None = rollout.max_new_tokens.",
     )
     entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus weight.")
+    ratio_level: Literal[RATIO_LEVELS] = Field(
+        "token", description="The PPO ratio per token, or per sequence (GSPO, Zheng et al. 2025: the "
+        "length-normalized geometric mean of the token ratios, clipped per sequence; set clip_low/clip_high to "
+        "GSPO's 3e-4/4e-4 and agg to seq-mean-token-mean, as the gspo preset does).",
+    )
+    tis_cap: Annotated[float, Field(ge=1)] | None = Field(
+        None, description="Truncated importance sampling (Yao et al. 2025): weight each token's policy loss by "
+        "min(pi_old / pi_rollout, tis_cap), detached, where pi_old is the trainer's recomputed log-prob and "
+        "pi_rollout the sampler's (they differ under bf16 or a separate inference engine; 2 is the usual cap); "
+        "logs actor/rollout_abs_log_ratio and actor/tis_capped_frac. None = off.",
+    )
 
 
 class AlgoConfig(_Section):

@@ -26,6 +26,7 @@ class Experience:
     response_ids: torch.Tensor  # [B, T] right padded
     response_mask: torch.Tensor  # [B, T] 1 on response tokens: the loss mask
     old_logp: torch.Tensor | None = None  # [B, T] log pi_old, recomputed by the training forward
+    rollout_logp: torch.Tensor | None = None  # [B, T] the sampler's log-probs (kept for algo.loss.tis_cap)
     ref_logp: torch.Tensor | None = None  # [B, T] log pi_ref (None without a KL term)
     values: torch.Tensor | None = None  # [B, T] critic values V_t (PPO only)
     advantages: torch.Tensor | None = None  # [B, T]
@@ -37,10 +38,12 @@ class Experience:
 
     def keep_rows(self, keep: torch.Tensor) -> None:
         """Rows where ``keep`` [B] is False leave the update: their loss mask, and so what was computed under it
-        (log pi_old from the sampler), becomes 0."""
+        (the sampler's log-probs, as log pi_old or for the rollout correction), becomes 0."""
         self.response_mask = self.response_mask * keep[:, None].to(self.response_mask.dtype)
         if self.old_logp is not None:
             self.old_logp = self.old_logp * self.response_mask
+        if self.rollout_logp is not None:
+            self.rollout_logp = self.rollout_logp * self.response_mask
 
     def rows(self, index: torch.Tensor) -> Experience:
         """The sub-batch of rows ``index``, trimmed of columns that are padding in every row."""

@@ -80,10 +80,12 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
             #    per-token KL, each rank computing the rows of its share of the update's first-epoch micro-batches.
             with timed(timings, "experience"):
                 exp = Experience.from_rollout(rollout)
-                kl_in_reward = algo.kl.placement == "reward" and run.reference is not None
+                kl_in_reward = algo.kl.applied_to == "reward"
                 source = old_logp_source(run, kl_in_reward, cfg.rollout.batch_size * n)
                 if source == "rollout":
                     exp.old_logp = rollout.logprobs.float() * exp.response_mask
+                if algo.loss.tis_cap is not None:  # the sampler's log-probs, for the rollout correction
+                    exp.rollout_logp = rollout.logprobs.float() * exp.response_mask
                 exp = gather_experience(exp)
                 exp.keep_rows(scores.kept)  # samples the reward skipped (ReMax: or whose baseline it skipped) leave
                 finished = dist.gather_rows(rollout.finished)

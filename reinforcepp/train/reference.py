@@ -34,7 +34,7 @@ def build_reference(cfg: Config, policy: torch.nn.Module, load: Callable[[], tor
     """The one place that decides what pi_ref is: none without a KL term; with LoRA and no model.reference,
     the policy with its adapters off; else the frozen model ``load()`` returns (model.reference, or the
     policy's starting weights)."""
-    if cfg.algo.kl.coef == 0:
+    if cfg.algo.kl.applied_to is None:
         return None
     if cfg.model.lora is not None and cfg.model.reference is None:
         return Reference(policy, adapters_off=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from reinforcepp.algos import aggregate, kl_loss, masked_mean, policy_loss, value_loss
+from reinforcepp.algos import ObjectiveSettings, actor_objective, masked_mean, value_loss
 from reinforcepp.config import Config
 
 from . import dist
@@ -139,24 +139,18 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[t
     update's own forward, detached, and written to ``exp.old_logp``: one forward pass fewer per step.
     With train.target_kl set, the update stops early (:func:`_kl_stop`). ``step``: the RL step, for messages.
     """
-    loss_cfg, kl_cfg = cfg.algo.loss, cfg.algo.kl
     old_from_forward = exp.old_logp is None
     if old_from_forward:
         if not single_pass(cfg, exp.response_ids.shape[0]):
             raise ValueError("update_actor: exp.old_logp is needed unless the update is one epoch of one mini-batch")
         exp.old_logp = torch.zeros(exp.response_mask.shape, dtype=torch.float32)
-    kl_in_loss = kl_cfg.placement == "loss" and kl_cfg.coef > 0
-    token_norm = loss_cfg.token_norm or cfg.rollout.max_new_tokens
+    settings = objective_settings(cfg)
     meter = _Meter()
     skipped, stopped_at = 0, 0
     for index, rows in enumerate(optimizer_steps(cfg, orders), start=1):
         kl_k3 = torch.zeros(2, dtype=torch.float64)  # this rank's sum of k3 over tokens, and its tokens
-        norm = {
-            "agg": loss_cfg.agg,
-            "num_tokens": exp.response_mask[rows].sum().float(),  # rows: the whole mini-batch, every rank's share
-            "num_seqs": torch.tensor(float(len(rows))),
-            "token_norm": token_norm,
-        }
+        # rows: the whole mini-batch, every rank's share: the step's global normalizers
+        num_tokens, num_seqs = exp.response_mask[rows].sum().float(), torch.tensor(float(len(rows)))
         step_loss = defaultdict(float)  # summed over micro-batches: the mini-batch's loss terms
 
         def micro_losses(mb: Experience, micro: torch.Tensor) -> torch.Tensor:
@@ -171,22 +165,19 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[t
                 exp.old_logp[micro, : old.shape[1]] = old.float().cpu() * mb.response_mask
             else:
                 old = mb.old_logp.to(device)
-            loss, stats = policy_loss(
-                logp, old, mb.advantages.to(device), mask,
-                clip_low=loss_cfg.clip_low, clip_high=loss_cfg.clip_high, dual_clip=loss_cfg.dual_clip, **norm,
+            loss, terms, stats = actor_objective(
+                logp, old, mb.advantages.to(device), mask, settings, entropy=entropy,
+                ref_logp=None if mb.ref_logp is None else mb.ref_logp.to(device),
+                rollout_logp=None if mb.rollout_logp is None else mb.rollout_logp.to(device),
+                num_tokens=num_tokens, num_seqs=num_seqs,
             )
-            step_loss["actor/pg_loss"] += float(loss.detach())
+            for name, value in terms.items():
+                step_loss[f"actor/{name}"] += float(value)
             tokens = float(mask.sum())
             for name, value in stats.items():
                 meter.add(f"actor/{name}", value, tokens)
             kl_k3.add_(torch.tensor([float(stats["approx_kl_k3"]) * tokens, tokens], dtype=torch.float64))
             meter.add("actor/entropy", masked_mean(entropy.detach(), mask), tokens)
-            if kl_in_loss:
-                kl = kl_loss(logp, mb.ref_logp.to(device), mask, kl_cfg.estimator, clamp=kl_cfg.clamp, **norm)
-                step_loss["actor/kl_loss"] += float(kl.detach())
-                loss = loss + kl_cfg.coef * kl
-            if loss_cfg.entropy_coef > 0:
-                loss = loss - loss_cfg.entropy_coef * aggregate(entropy, mask, **norm)
             return loss
 
         loss = _backward(opt, micro_losses, exp, rows, cfg)
@@ -203,6 +194,18 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[t
         exp.old_logp = dist.global_sum(exp.old_logp)
     return {**meter.means(), "actor/lr": opt.scheduler.get_last_lr()[0], **_skip_metrics("actor", opt, skipped),
             **({"actor/kl_stop_minibatch": float(stopped_at)} if cfg.train.target_kl is not None else {})}
+
+
+def objective_settings(cfg: Config) -> ObjectiveSettings:
+    """The actor objective's terms as the config sets them (the KL loss term only where
+    :attr:`KLConfig.applied_to` puts the KL in the loss)."""
+    loss, kl = cfg.algo.loss, cfg.algo.kl
+    return ObjectiveSettings(
+        clip_low=loss.clip_low, clip_high=loss.clip_high, dual_clip=loss.dual_clip, ratio_level=loss.ratio_level,
+        tis_cap=loss.tis_cap, kl_coef=kl.coef if kl.applied_to == "loss" else 0.0, kl_estimator=kl.estimator,
+        kl_clamp=kl.clamp, kl_unbiased=kl.unbiased_gradient, entropy_coef=loss.entropy_coef, agg=loss.agg,
+        token_norm=loss.token_norm or cfg.rollout.max_new_tokens,
+    )
 
 
 def _kl_stop(cfg: Config, kl_k3: torch.Tensor, index: int, step: int | None) -> bool:

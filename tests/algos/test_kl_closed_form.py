@@ -131,3 +131,24 @@ def test_sampled_kl_loss_gradient_matches_its_expectation(estimator, target):
     loss = kl_loss(logp[tokens][None], REF_LOGP[tokens][None], torch.ones(1, N_SAMPLES), estimator)
     (grad,) = torch.autograd.grad(loss, theta)
     torch.testing.assert_close(grad, grad_of(target), atol=5e-3, rtol=0)
+
+
+# A sampler other than pi (pi_old, a step behind): the unbiased form must hold off-policy too, with w = pi / q < 10.
+SAMPLER_LOGP = torch.log_softmax(torch.tensor([0.1, 0.2, 0.5, 0.0, -1.0, 0.3], dtype=torch.float64), dim=0)
+
+
+@pytest.mark.parametrize("sampler", ["on-policy", "off-policy"])
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_unbiased_kl_loss_gradient_is_the_exact_reverse_kl_gradient(estimator, sampler):
+    """OpenRLHF's unbiased_gradient: E_{o ~ q}[grad l(o)] with l's gradient w d grad log pi, w = pi / q, is
+    sum_o pi(o) d(o) grad log pi(o) = grad KL(pi || ref) exactly, for every estimator and q = pi or q != pi."""
+    theta, logp = policy()
+    q_logp = logp.detach() if sampler == "on-policy" else SAMPLER_LOGP
+    assert (logp.detach() - q_logp).exp().max() < 10  # the weight's cap is not reached
+    expected = sum(
+        q_logp[o].exp() * kl_loss(logp[o].view(1, 1), REF_LOGP[o].view(1, 1), torch.ones(1, 1), estimator,
+                                  unbiased_old_logp=q_logp[o].view(1, 1))
+        for o in range(V)
+    )
+    (grad,) = torch.autograd.grad(expected, theta)
+    torch.testing.assert_close(grad, grad_of(exact_reverse_kl), rtol=1e-12, atol=1e-15)

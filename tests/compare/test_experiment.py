@@ -59,7 +59,7 @@ def test_unknown_preset_lists_the_available_names(write_experiment, tmp_path):
     message = str(info.value)
     assert "preset 'grpoo'" in message and "run 'X'" in message
     assert all(name in message for name in preset_names())
-    assert len(preset_names()) == 7
+    assert len(preset_names()) == 8
 
 
 def test_shared_config_may_not_set_a_field_the_preset_defines(write_experiment, shared_config, tmp_path):

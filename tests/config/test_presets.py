@@ -22,6 +22,7 @@ EXPECTED = {
     "reinforce_pp": ("reinforce_pp", "k1", "reward", False, 1),
     "reinforce_pp_baseline": ("reinforce_pp_baseline", "k2", "loss", False, 4),
     "grpo": ("grpo", "k3", "loss", False, 4),
+    "gspo": ("grpo", "k3", "loss", False, 4),
     "dr_grpo": ("dr_grpo", "k3", "loss", False, 4),
     "rloo": ("rloo", "k1", "reward", False, 4),
     "remax": ("remax", "k1", "reward", False, 1),
@@ -43,8 +44,12 @@ def resolved(name: str) -> dict[str, Any]:
     return flatten(load_config(CONFIGS / f"{name}.yaml").model_dump())
 
 
+# GSPO is GRPO with a sequence-level ratio, its own clip range and aggregation, and no KL.
+GSPO = {"algo.kl.coef", "algo.loss.ratio_level", "algo.loss.clip_low", "algo.loss.clip_high", "algo.loss.agg"}
+
+
 def allowed(name: str) -> set[str]:
-    return DEFINING | {"algo.loss.agg"} if name == "dr_grpo" else DEFINING
+    return DEFINING | {"algo.loss.agg"} if name == "dr_grpo" else DEFINING | GSPO if name == "gspo" else DEFINING
 
 
 def test_every_preset_is_tested():
@@ -62,7 +67,7 @@ def test_preset_has_the_expected_method(name):
         cfg.rollout.n_samples_per_prompt,
     )
     assert got == EXPECTED[name]
-    expected_agg = "seq-mean-token-sum-norm" if name == "dr_grpo" else "token-mean"
+    expected_agg = {"dr_grpo": "seq-mean-token-sum-norm", "gspo": "seq-mean-token-mean"}.get(name, "token-mean")
     assert cfg.algo.loss.agg == expected_agg
 
 

@@ -106,6 +106,37 @@ def test_k1_as_loss_without_kl_is_fine():
     assert validate_config(nested({"algo.kl.placement": "loss", "algo.kl.coef": 0})).algo.kl.coef == 0
 
 
+def test_unbiased_kl_gradient_makes_k1_a_working_loss():
+    cfg = validate_config(nested({"algo.kl.placement": "loss", "algo.kl.unbiased_gradient": True}))
+    assert cfg.algo.kl.applied_to == "loss"
+
+
+@pytest.mark.parametrize("dotted", [{}, {"algo.kl.coef": 0, "algo.kl.placement": "loss"}])
+def test_unbiased_kl_gradient_needs_the_kl_in_the_loss(dotted):
+    (line,) = problems_of({**dotted, "algo.kl.unbiased_gradient": True})
+    assert line.startswith("algo.kl.unbiased_gradient: ") and "placement='loss'" in line
+
+
+@pytest.mark.parametrize(("dotted", "where"), [
+    ({}, "reward"), ({"algo.kl.placement": "loss", "algo.kl.estimator": "k3"}, "loss"), ({"algo.kl.coef": 0}, None),
+])
+def test_the_kl_goes_to_one_place(dotted, where):
+    assert validate_config(nested(dotted)).algo.kl.applied_to == where
+
+
+def test_tis_needs_recomputed_old_logprobs():
+    (line,) = problems_of({"algo.loss.tis_cap": 2.0, "train.old_logprobs": "rollout"})
+    assert line.startswith("algo.loss.tis_cap: ") and "recompute" in line
+    validate_config(nested({"algo.loss.tis_cap": 2.0, "train.old_logprobs": "recompute"}))
+    (line,) = problems_of({"algo.loss.tis_cap": 0.5})
+    assert line.startswith("algo.loss.tis_cap: ")
+
+
+def test_ratio_level_is_token_or_sequence():
+    (line,) = problems_of({"algo.loss.ratio_level": "batch"})
+    assert line.startswith("algo.loss.ratio_level: ")
+
+
 def test_gae_needs_a_critic():
     (line,) = problems_of({"algo.advantage.estimator": "gae"})
     assert line.startswith("critic.enabled: ") and "gae" in line

@@ -67,11 +67,19 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("preset", ["reinforce_pp", "grpo", "ppo"])
+# GRPO also evaluates (rank 0 alone, on the sampler's replica) and logs each prompt's rewards; GSPO takes 8 optimizer
+# steps per RL step (its sequence ratios move off 1) with the rollout correction and the unbiased KL-loss gradient
+EXTRA = {
+    "grpo": ["train.eval_every=1", "log.prompt_rewards=true"],
+    "gspo": ["train.batch_size=2", "algo.loss.tis_cap=2", "train.old_logprobs=recompute", "algo.kl.coef=0.01",
+             "algo.kl.unbiased_gradient=true"],
+}
+
+
+@pytest.mark.parametrize("preset", ["reinforce_pp", "grpo", "ppo", "gspo"])
 def test_two_ranks_train_the_model_one_process_trains(preset, tiny_dir, prompt_file, varied_reward, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    # GRPO also evaluates (rank 0 alone, on the sampler's replica) and logs each prompt's rewards
-    extra = [f"data.eval_prompts={prompt_file}", "train.eval_every=1", "log.prompt_rewards=true"] if preset == "grpo" else []
+    extra = [f"data.eval_prompts={prompt_file}", *EXTRA["grpo"]] if preset == "grpo" else EXTRA.get(preset, [])
     _ok(run_cli(preset, _overrides(tiny_dir, prompt_file, varied_reward, one, *extra), ranks=0))
     result = _ok(run_cli(preset, _overrides(tiny_dir, prompt_file, varied_reward, two, *extra), ranks=2))
     assert result.stdout.count("final model:") == 1  # rank 0 alone reports
@@ -91,7 +99,8 @@ def test_two_ranks_train_the_model_one_process_trains(preset, tiny_dir, prompt_f
     for r1, r2 in zip(rows_one, rows_two):
         assert r1["reward/mean"] == r2["reward/mean"]  # the same samples, scored over the global batch
         assert r1["response_length/mean"] == r2["response_length/mean"]
-        for key in ("advantages/std", "actor/grad_norm", "actor/pg_loss"):
+        gspo = ("actor/kl_loss", "actor/clip_frac", "actor/rollout_abs_log_ratio") if preset == "gspo" else ()
+        for key in ("advantages/std", "actor/grad_norm", "actor/pg_loss", *gspo):
             assert r2[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-6), key
         if preset == "grpo":
             assert r1["eval/greedy/reward_mean"] == r2["eval/greedy/reward_mean"]  # the same greedy answers

@@ -30,22 +30,22 @@ BF16 = "train.autocast=bfloat16"
 
 @pytest.fixture
 def loss_calls(monkeypatch):
-    """Each policy_loss call of the update, in order: the largest |log pi_theta - log pi_old| over its
+    """Each actor_objective call of the update, in order: the largest |log pi_theta - log pi_old| over its
     response tokens, and its stats."""
-    policy_loss, calls = update.policy_loss, []
+    actor_objective, calls = update.actor_objective, []
 
-    def recording_policy_loss(logp, old_logp, advantages, mask, **kwargs):
-        loss, stats = policy_loss(logp, old_logp, advantages, mask, **kwargs)
+    def recording_objective(logp, old_logp, advantages, mask, settings, **kwargs):
+        loss, terms, stats = actor_objective(logp, old_logp, advantages, mask, settings, **kwargs)
         deviation = ((logp.detach() - old_logp).abs() * mask).max().item()
         calls.append({"max_log_ratio": deviation, **{k: v.item() for k, v in stats.items()}})
-        return loss, stats
+        return loss, terms, stats
 
-    monkeypatch.setattr(update, "policy_loss", recording_policy_loss)
+    monkeypatch.setattr(update, "actor_objective", recording_objective)
     return calls
 
 
 def one_step(cfg, loss_calls):
-    """Train one RL step; returns (the policy_loss calls of its first mini-batch, the step's metrics)."""
+    """Train one RL step; returns (the actor_objective calls of its first mini-batch, the step's metrics)."""
     loop.train(cfg)
     (metrics,) = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
     return loss_calls[: cfg.train.batch_size // cfg.train.micro_batch_size], metrics

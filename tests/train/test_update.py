@@ -39,7 +39,7 @@ def noisy_old_logp(logp, exp):
 
 
 def one_sgd_step(model, exp, cfg):
-    """Parameter change of one optimizer step with SGD(lr=1): minus the accumulated gradient."""
+    """before - after of one optimizer step with SGD(lr=1): the accumulated gradient."""
     model = copy.deepcopy(model)
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -54,21 +54,48 @@ def assert_same_step(a, b):
         torch.testing.assert_close(x, y, rtol=0, atol=STEP_ATOL)
 
 
+OBJECTIVE = ["algo.kl.placement=loss", "algo.kl.estimator=k3", "algo.kl.coef=0.1", "algo.loss.entropy_coef=0.01"]
+
+
+def hand_written_step(model, exp, cfg):
+    """The step the update must take, by the formula written out here and not by reinforcepp.algos: one
+    forward over the whole batch, L = agg(-min(r A, clip(r, 0.8, 1.2) A)) + 0.1 agg(clamp(k3, 10)) - 0.01 agg(H),
+    r = exp(logp - old_logp), k3 = exp(-d) - 1 + d with d = logp - ref_logp; :func:`one_sgd_step`'s change is grad L.
+    So a flipped entropy sign, a dropped KL term or a wrong normalizer in the update fails the tests below,
+    which comparing the update with itself (another micro-batch split) never would."""
+    model = copy.deepcopy(model)
+    logp, entropy = policy_logprobs(model, exp, 1.0, with_entropy=True)
+    m = exp.response_mask.bool()
+    A, old, ref = exp.advantages, exp.old_logp, exp.ref_logp
+    r = torch.exp(logp - old)
+    pg = -torch.minimum(r * A, r.clamp(0.8, 1.2) * A)
+    d = logp - ref
+    k3 = (torch.exp(-d) - 1 + d).clamp(max=10.0)
+    per_token = torch.where(m, pg + 0.1 * k3 - 0.01 * entropy, 0.0)
+    lengths = m.sum(dim=1).double()
+    loss = {
+        "token-mean": per_token.sum() / lengths.sum(),
+        "seq-mean-token-mean": (per_token.sum(dim=1) / lengths).mean(),
+        "seq-mean-token-sum-norm": per_token.sum() / (B * cfg.rollout.max_new_tokens),
+    }[cfg.algo.loss.agg]
+    return list(torch.autograd.grad(loss, list(model.parameters())))
+
+
 def micro_batch_steps(agg, micro_sizes=(1, 2, 4)):
-    """The step of the whole batch, then the steps with each micro-batch size."""
+    """The step by hand, then the update's step of the whole batch, then with each micro-batch size."""
     model = float64_model()
     exp = random_experience()
     with torch.no_grad():
         exp.old_logp = noisy_old_logp(policy_logprobs(model, exp, 1.0)[0], exp)
-    overrides = ["rollout.batch_size=8", "train.batch_size=8", f"algo.loss.agg={agg}", "algo.kl.placement=loss",
-                 "algo.kl.estimator=k3", "algo.kl.coef=0.1", "algo.loss.entropy_coef=0.01"]
-    return [one_sgd_step(model, exp, load_config(None, [*overrides, f"train.micro_batch_size={micro}"]))
-            for micro in (8, *micro_sizes)]
+    overrides = ["rollout.batch_size=8", "train.batch_size=8", f"algo.loss.agg={agg}", *OBJECTIVE]
+    configs = [load_config(None, [*overrides, f"train.micro_batch_size={micro}"]) for micro in (8, *micro_sizes)]
+    return [hand_written_step(model, exp, configs[0]), *(one_sgd_step(model, exp, cfg) for cfg in configs)]
 
 
 @pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
 def test_micro_batch_size_does_not_change_the_gradient(agg):
-    whole, *splits = micro_batch_steps(agg)
+    by_hand, whole, *splits = micro_batch_steps(agg)
+    assert_same_step(whole, by_hand)
     for split in splits:
         assert_same_step(whole, split)
     assert max(d.abs().max() for d in whole) > 0  # the step did something
@@ -77,13 +104,10 @@ def test_micro_batch_size_does_not_change_the_gradient(agg):
 def test_per_micro_batch_normalization_fails_the_invariance_check(monkeypatch):
     """The control: with each micro-batch dividing by its own token count (the bug the global normalizer
     prevents), the check above fails; without this it would prove nothing."""
-
-    def per_micro_batch(loss_fn):
-        return lambda *args, **kwargs: loss_fn(*args, **{**kwargs, "num_tokens": None, "num_seqs": None})
-
-    for name in ("policy_loss", "kl_loss", "aggregate"):
-        monkeypatch.setattr(update, name, per_micro_batch(getattr(update, name)))
-    whole, split = micro_batch_steps("token-mean", micro_sizes=(2,))
+    objective = update.actor_objective
+    monkeypatch.setattr(update, "actor_objective",
+                        lambda *args, **kwargs: objective(*args, **{**kwargs, "num_tokens": None, "num_seqs": None}))
+    _, whole, split = micro_batch_steps("token-mean", micro_sizes=(2,))
     with pytest.raises(AssertionError):
         assert_same_step(whole, split)
 
@@ -121,9 +145,10 @@ def test_chunked_logprobs_give_the_same_step():
     model = float64_model()
     exp = random_experience(7)
     exp.old_logp = noisy_old_logp(exp.ref_logp, exp)
-    overrides = ["rollout.batch_size=8", "train.batch_size=8", "train.micro_batch_size=4", "algo.kl.placement=loss",
-                 "algo.kl.estimator=k3", "algo.kl.coef=0.1", "algo.loss.entropy_coef=0.01"]
-    plain = one_sgd_step(model, exp, load_config(None, overrides))
+    overrides = ["rollout.batch_size=8", "train.batch_size=8", "train.micro_batch_size=4", *OBJECTIVE]
+    cfg = load_config(None, overrides)
+    plain = one_sgd_step(model, exp, cfg)
     chunked = one_sgd_step(model, exp, load_config(None, [*overrides, "train.chunked_logprobs=true"]))
+    assert_same_step(plain, hand_written_step(model, exp, cfg))
     assert_same_step(plain, chunked)
     assert max(d.abs().max() for d in plain) > 0
