@@ -27,6 +27,7 @@ from reinforcepp.models import load_causal_lm, load_tokenizer, resolve_device
 from reinforcepp.train.checkpoint import save_hf_model
 from reinforcepp.train.metrics import StepProgress
 from reinforcepp.train.optim import build_optimizer, clip_and_step
+from reinforcepp.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ def run_sft(cfg: Config) -> Path:
     require(cfg, "sft")
     s = cfg.sft
     device = resolve_device(cfg.device)
+    apply_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     final, metrics_path = prepare_output(cfg, FINAL_DIR, METRICS_FILE)
 
