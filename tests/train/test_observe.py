@@ -240,3 +240,70 @@ def test_in_dtype_casts_a_copy_and_keeps_ties(tiny_dir):
         assert q.dtype == torch.bfloat16 and torch.equal(q, p.to(torch.bfloat16)), name
     if model.config.tie_word_embeddings:
         assert half.lm_head.weight is half.model.embed_tokens.weight
+
+
+# ---------------------------------------------------------------- the reference: one load of the policy
+
+
+def _count_causal_lm_loads(monkeypatch) -> list[str]:
+    from reinforcepp.models import loading
+
+    loads: list[str] = []
+    real = loading.load_pretrained
+
+    def counting(auto_class, path, **kwargs):
+        if kwargs.get("what") == "causal LM":
+            loads.append(str(path))
+        return real(auto_class, path, **kwargs)
+
+    monkeypatch.setattr(loading, "load_pretrained", counting)
+    return loads
+
+
+def test_the_reference_is_a_frozen_copy_of_the_loaded_policy(monkeypatch, capsys, tiny_dir, prompt_file, tmp_path):
+    from reinforcepp.train.run import build_run
+
+    loads = _count_causal_lm_loads(monkeypatch)
+    run = build_run(load_config("reinforce_pp", [*base_overrides(tiny_dir, prompt_file, tmp_path / "a"), "threads=1"]))
+    assert loads == [str(tiny_dir)]  # one load (for a GGUF file: one dequantization) serves both
+    assert "threads: 1 (threads; set threads=N to change)" in capsys.readouterr().out
+    reference = run.reference.model
+    assert reference is not run.policy
+    for (name, p), (_, r) in zip(run.policy.named_parameters(), reference.named_parameters()):
+        assert torch.equal(p, r) and p.data_ptr() != r.data_ptr() and not r.requires_grad, name
+    # a bfloat16 reference of a float32 policy is loaded in bfloat16 (a copy would hold both precisions at once)
+    loads.clear()
+    build_run(load_config("reinforce_pp", [*base_overrides(tiny_dir, prompt_file, tmp_path / "b"),
+                                           "model.reference_dtype=bfloat16"]))
+    assert loads == [str(tiny_dir)] * 2
+
+
+# ---------------------------------------------------------------- `reinforcepp eval` writes its completions
+
+
+def test_eval_writes_every_completion_beside_its_scores(tiny_dir, prompt_file, tmp_path):
+    from reinforcepp.eval.command import EVAL_SAMPLES, evaluate_model
+
+    cfg = load_config(None, [*base_overrides(tiny_dir, prompt_file, tmp_path / "eval"), "eval.samples_per_prompt=2"])
+    results = evaluate_model(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "eval" / EVAL_SAMPLES).read_text().splitlines()]
+    scores = json.loads((tmp_path / "eval" / "eval.json").read_text())["results"]
+    assert [r["mode"] for r in scores] == ["greedy", "sampled"] and "completions" not in scores[0]
+    assert [r["mode"] for r in rows] == ["greedy"] * 8 + ["sampled"] * 16
+    for result in results:
+        mine = [r for r in rows if r["mode"] == result.mode]
+        assert sum(r["reward"] for r in mine) / len(mine) == pytest.approx(result.reward_mean)
+        for row in mine:
+            assert row["reward"] == pytest.approx(target_char_share([row["completion"]])[0])
+            assert row["passed"] == (row["reward"] >= cfg.eval.pass_threshold)
+
+
+# ---------------------------------------------------------------- resume: samples of redone steps are dropped
+
+
+def test_a_resumed_log_forgets_the_samples_of_the_steps_it_redoes(tmp_path):
+    from reinforcepp.train.metrics import SAMPLES, MetricsLog
+
+    (tmp_path / SAMPLES).write_text("".join(json.dumps({"step": s, "completion": "x"}) + "\n" for s in (2, 4, 6)))
+    MetricsLog(tmp_path, tensorboard=False, progress=False, total_steps=6, start_step=4).close()
+    assert [json.loads(line)["step"] for line in (tmp_path / SAMPLES).read_text().splitlines()] == [2, 4]
