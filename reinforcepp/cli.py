@@ -156,7 +156,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from reinforcepp.eval.command import evaluate_model, print_results
 
     print_results(evaluate_model(cfg))
-    print(f"results: {cfg.output_dir}/eval.json")
+    print(f"results: {cfg.output_dir}/eval.json; completions: {cfg.output_dir}/eval_samples.jsonl")
     return 0
 
 

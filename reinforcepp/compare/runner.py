@@ -19,7 +19,7 @@ from reinforcepp.report.html import markdown_table
 Echo = Callable[[str], None]
 TrainFn = Callable[[Config], Path]
 # Files a run appends to: a run restarted from scratch must not mix its steps with the interrupted one's.
-APPENDED_FILES = ("metrics.jsonl", "prompt_rewards.jsonl")
+APPENDED_FILES = ("metrics.jsonl", "prompt_rewards.jsonl", "samples.jsonl")
 
 
 def run_experiment(experiment: Experiment, *, train_fn: TrainFn | None = None, echo: Echo = print) -> Path:

@@ -380,6 +380,11 @@ class CheckpointConfig(_Section):
     resume: bool | str = Field(
         False, description="true = continue from the newest checkpoint in output_dir; or a checkpoint path."
     )
+    final_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Weights dtype of the RL run's exported final policy (final/; LoRA: the merged model): "
+        "auto = the trained weights' dtype (float32 unless model.dtype says otherwise); bfloat16 halves the "
+        "export's size. Checkpoints and PPO's final_critic/ keep the trained dtype.",
+    )
 
 
 class LogConfig(_Section):
@@ -387,6 +392,32 @@ class LogConfig(_Section):
     progress: bool = Field(True, description="Show a progress bar and a one-line summary per step.")
     prompt_rewards: bool = Field(
         False, description="Write each step's rewards per training prompt to prompt_rewards.jsonl."
+    )
+    samples_every: NonNegativeInt = Field(
+        10, description="Every N RL steps (and at the last), log the completions of the first log.samples_count prompts of the "
+        "step's batch (each with its reward and advantage) to samples.jsonl, TensorBoard's text tab, the trackers "
+        "and report.html; 0 = off.",
+    )
+    samples_count: PositiveInt = Field(
+        2, description="Prompts per sample table; each comes with all its rollout.n_samples_per_prompt "
+        "completions. The advantage shown is the mean of the completion's token advantages. Under torchrun at "
+        "most rank 0's block of the batch (rollout.batch_size / ranks prompts).",
+    )
+    report: bool = Field(
+        True, description="Write output_dir/report.html (one self-contained page: plots embedded, sample "
+        "completions) after each evaluation and at the end of training.",
+    )
+    wandb: bool = Field(
+        False, description="Also log the scalars and the sample tables to Weights & Biases (pip install "
+        "'reinforcepp[wandb]'); WANDB_MODE=offline writes the run under output_dir/wandb without a network.",
+    )
+    trackio: bool = Field(
+        False, description="Also log the scalars and the sample tables to Trackio, local-first (pip install "
+        "'reinforcepp[trackio]'); view with `trackio show`.",
+    )
+    project: str = Field("reinforcepp", description="Project name of the log.wandb / log.trackio run.")
+    run_name: str | None = Field(
+        None, description="Run name of the log.wandb / log.trackio run; None = the last part of output_dir."
     )
 
 
@@ -426,6 +457,12 @@ class Config(_Section):
     log: LogConfig = Field(default_factory=LogConfig, description="Metrics and progress display.")
     dist: DistConfig = Field(default_factory=DistConfig, description="Multi-process training under torchrun.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
+    threads: PositiveInt | None = Field(
+        None, description="CPU threads of torch's operations (torch.set_num_threads), set and printed at start-up. "
+        "None = $OMP_NUM_THREADS when set, else the cores this process may use (os.sched_getaffinity) divided "
+        "among torchrun's local ranks. Beside other busy processes, set it to your share of the cores: more "
+        "threads than free cores make every step many times slower.",
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Config:

@@ -1,4 +1,5 @@
-"""`reinforcepp eval`: evaluate a model on held-out prompts, print a table, write eval.json."""
+"""`reinforcepp eval`: evaluate a model on held-out prompts, print a table, write eval.json and every
+completion (text, reward, passed) to eval_samples.jsonl beside it."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ import transformers
 from reinforcepp.config import Config, ConfigError
 from reinforcepp.models import load_causal_lm, load_tokenizer, resolve_device
 from reinforcepp.rollout import TorchEngine
+from reinforcepp.threads import apply_threads
 from reinforcepp.train.run import build_scorer, check_sources, checked_reward_function, read_prompt_rows, tokenize_rows
+from reinforcepp.train.samples import completion_texts
 
 from .evaluate import EvalResult, format_table
 from .suite import run_eval_suite
+
+EVAL_SAMPLES = "eval_samples.jsonl"
 
 
 def evaluate_model(cfg: Config) -> list[EvalResult]:
@@ -28,6 +33,7 @@ def evaluate_model(cfg: Config) -> list[EvalResult]:
     function = checked_reward_function(cfg, {path: rows})
     transformers.utils.logging.disable_progress_bar()
     device = resolve_device(cfg.device)
+    apply_threads(cfg.threads)
     m = cfg.model
     tokenizer = load_tokenizer(m.policy, gguf_file=m.gguf_file, trust_remote_code=m.trust_remote_code)
     model = load_causal_lm(m.policy, dtype=m.dtype, device=device, gguf_file=m.gguf_file,
@@ -35,11 +41,15 @@ def evaluate_model(cfg: Config) -> list[EvalResult]:
     prompts, _ = tokenize_rows(rows, cfg, tokenizer)
     scorer = build_scorer(cfg, tokenizer, device, function)
     engine = TorchEngine(model, tokenizer, max_batch_tokens=cfg.rollout.max_batch_tokens)
-    results = run_eval_suite(cfg, engine, scorer, prompts)
+    results = run_eval_suite(cfg, engine, scorer, prompts, decode=lambda rollout: completion_texts(tokenizer, rollout))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    record = {"model": m.policy, "prompts": str(path), "results": [asdict(r) for r in results]}
+    scores = [{k: v for k, v in asdict(r).items() if k != "completions"} for r in results]
+    record = {"model": m.policy, "prompts": str(path), "results": scores}
     (out / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+    with (out / EVAL_SAMPLES).open("w", encoding="utf-8") as f:
+        for result in results:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.completions)
     return results
 
 

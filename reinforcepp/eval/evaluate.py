@@ -14,6 +14,8 @@ from .passk import pass_at_k
 
 # (prompts, rollout, n) -> rewards [len(prompts) * n]
 ScoreFn = Callable[[list[Prompt], Rollout, int], torch.Tensor]
+# rollout -> each response's text
+DecodeFn = Callable[[Rollout], list[str]]
 
 
 @dataclass
@@ -26,6 +28,7 @@ class EvalResult:
     score_per_token: float  # total reward / total response tokens (the paper's Table 1 efficiency view)
     pass_at: dict[int, float]  # k -> mean over prompts of the unbiased pass@k
     prompt_pass_rates: list[float] = field(default_factory=list, repr=False)  # per prompt: passed / n
+    completions: list[dict] = field(default_factory=list, repr=False)  # per sample, when asked: text, reward
 
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
         out = {
@@ -57,13 +60,22 @@ def evaluate_prompts(
     ks: tuple[int, ...] = (1,),
     pass_threshold: float = 1.0,
     generator: torch.Generator | None = None,
+    decode: DecodeFn | None = None,
 ) -> EvalResult:
     """Sample n responses per prompt (n = 1 and ``params.greedy`` for greedy), score them; a sample
-    passes when its reward >= ``pass_threshold``. pass@k is averaged over prompts."""
+    passes when its reward >= ``pass_threshold``. pass@k is averaged over prompts. With ``decode``, the result
+    also holds every completion's text, reward and verdict."""
     rollout = engine.generate([p.token_ids for p in prompts], params, n, generator)
     rewards = score(prompts, rollout, n).double()  # [P * n]
     lengths = rollout.response_mask.sum(dim=1).double()
     passed = (rewards >= pass_threshold).view(len(prompts), n).sum(dim=1).tolist()
+    completions = []
+    if decode is not None:
+        mode = "greedy" if params.greedy else "sampled"
+        for i, (text, reward) in enumerate(zip(decode(rollout), rewards.tolist())):
+            completions.append({"mode": mode, "prompt_index": i // n, "sample": i % n, "prompt": prompts[i // n].text,
+                                "completion": text, "reward": reward if reward == reward else None,
+                                "passed": reward >= pass_threshold, "length": int(lengths[i])})
     return EvalResult(
         mode="greedy" if params.greedy else "sampled",
         num_prompts=len(prompts),
@@ -73,6 +85,7 @@ def evaluate_prompts(
         score_per_token=rewards.sum().item() / max(lengths.sum().item(), 1.0),
         pass_at={k: sum(pass_at_k(n, int(c), k) for c in passed) / len(prompts) for k in ks if k <= n},
         prompt_pass_rates=[c / n for c in passed],
+        completions=completions,
     )
 
 

@@ -114,6 +114,24 @@ def load_reference(
     return model.requires_grad_(False)
 
 
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of ``model``'s weights (same dtype, device, tied weights): the KL reference taken from the
+    policy just loaded, without reading (and, for a GGUF file, dequantizing) the checkpoint a second time."""
+    return copy.deepcopy(model).requires_grad_(False).eval()
+
+
+def in_dtype(model: torch.nn.Module, dtype: str) -> torch.nn.Module:
+    """``model`` itself when its weights are already ``dtype`` ("auto": as they are), else a copy with its
+    floating-point parameters in ``dtype``, cast one tensor at a time: the peak is the model plus the copy in
+    ``dtype``, never a second full-precision copy (tied weights stay tied)."""
+    target = DTYPES.get(dtype)
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    if target is None or all(p.dtype == target for p in params):
+        return model
+    memo = {id(p): torch.nn.Parameter(p.detach().to(target), requires_grad=False) for p in params}
+    return copy.deepcopy(model, memo)
+
+
 def load_pretrained(auto_class: Any, path: str | Path, *, what: str, gguf_file: str | None = None, **kwargs: Any):
     """`auto_class.from_pretrained(path, ...)` with the failures turned into a readable ModelLoadError."""
     where = _classify_source(path, gguf_file)

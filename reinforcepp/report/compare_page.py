@@ -68,7 +68,7 @@ class Study:
         return [run for runs in self.runs.values() for run in runs]
 
     def figure(self, png: Path, alt: str, caption: str = "", *, wide: bool = False) -> str:
-        return h.figure(png, self.out_dir, alt, caption, wide=wide)
+        return h.figure(png, alt, caption, wide=wide)
 
 
 def write_compare_report(

@@ -4,6 +4,7 @@ number formatting, and the Markdown twin of a table. Every piece of text from a 
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 from pathlib import Path
@@ -31,6 +32,8 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f6f8fa; border: 1px solid #eaeef2; border-radius: 4px; padding: 12px; overflow-x: auto;
   font-size: 12.5px; line-height: 1.4; }
 ul.notes { margin: 6px 0; padding-left: 20px; }
+td.text { white-space: pre-wrap; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12.5px; }
+details { margin: 6px 0; } summary { cursor: pointer; color: #57606a; }
 """
 
 NOT_MEASURED = "not measured in these runs"
@@ -41,7 +44,7 @@ def esc(value: object) -> str:
 
 
 def page(title: str, header_html: str, sections: list[str]) -> str:
-    """A complete, self-contained HTML document (inline CSS, images by relative path)."""
+    """A complete, self-contained HTML document: inline CSS, images embedded (one file to mail or attach)."""
     body = "\n".join(sections)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -81,9 +84,9 @@ def pre(text: str) -> str:
     return f"<pre>{esc(text)}</pre>"
 
 
-def figure(png: Path, page_dir: Path, alt: str, caption: str = "", *, wide: bool = False) -> str:
-    """An <img> by path relative to the page, so that the report directory can be moved."""
-    src = png.relative_to(page_dir).as_posix()
+def figure(png: Path, alt: str, caption: str = "", *, wide: bool = False) -> str:
+    """An <img> holding the PNG itself (a data: URI), so that the page needs no other file."""
+    src = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
     cls = " class=\"wide\"" if wide else ""
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
     return f"<figure{cls}><img src=\"{esc(src)}\" alt=\"{esc(alt)}\" loading=\"lazy\">{cap}</figure>"

@@ -30,6 +30,7 @@ class Run:
     config_text: str = ""
     summary: dict | None = None
     prompt_rows: list[dict] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)  # samples.jsonl: one completion per row
 
     @property
     def name(self) -> str:
@@ -79,6 +80,7 @@ def load_run(run_dir: str | Path) -> Run:
         config_text=config_path.read_text(encoding="utf-8") if config_path.exists() else "",
         summary=json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else None,
         prompt_rows=read_jsonl(path / "prompt_rewards.jsonl"),
+        samples=read_jsonl(path / "samples.jsonl"),
     )
 
 

@@ -1,4 +1,5 @@
-"""The report of one training run: ``run_dir/report.html`` with its PNG plots in ``run_dir/plots``."""
+"""The report of one training run: ``run_dir/report.html``, one self-contained page (its PNG plots, also kept in
+``run_dir/plots``, are embedded)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 from . import html as h
 from . import plots
+from .samples_section import samples_section
 from .read import (
     TIMING_PHASES,
     Run,
@@ -34,7 +36,7 @@ MODE_COLOURS = {"greedy": plots.PALETTE[0], "sampled": plots.PALETTE[1]}
 
 
 def write_run_report(run_dir: str | Path, *, title: str | None = None) -> Path:
-    """Write ``run_dir/report.html`` (plots in ``run_dir/plots``) and return its path.
+    """Write ``run_dir/report.html`` (plots embedded, and saved in ``run_dir/plots``) and return its path.
 
     The title is the argument, else summary.json's title, else the directory name.
     """
@@ -46,6 +48,7 @@ def write_run_report(run_dir: str | Path, *, title: str | None = None) -> Path:
         _training_section(run, plots_dir),
         _evaluation_section(run, plots_dir),
         _prompt_section(run, plots_dir),
+        samples_section(run.samples),
         _final_section(run),
         h.section("Config", h.pre(run.config_text) if run.config_text else h.note("no config.yaml in the run")),
     ]
@@ -93,7 +96,7 @@ def _training_section(run: Run, plots_dir: Path) -> str:
             steps, values = series(run.records, key)
             png = plots.line_chart(plots_dir / f"{stem}.png", [plots.Line("", steps, values, plots.PALETTE[0])],
                                    title=title, xlabel="RL step", ylabel=ylabel, from_zero=from_zero)
-            figures.append(h.figure(png, run.path, alt=f"{title} over RL steps"))
+            figures.append(h.figure(png, alt=f"{title} over RL steps"))
     figures.append(_timing_figure(run, plots_dir))
     figures = [f for f in figures if f]
     return h.section("Training", h.grid(figures) if figures else h.note("training metrics " + h.NOT_MEASURED))
@@ -111,7 +114,7 @@ def _reward_figure(run: Run, plots_dir: Path) -> str:
         line.high = [m + std_by_step.get(s, 0.0) for s, m in zip(steps, mean)]
     png = plots.line_chart(plots_dir / "reward.png", [line], title="Training reward", xlabel="RL step",
                            ylabel="reward per sample")
-    return h.figure(png, run.path, alt="Training reward over RL steps, mean with a band of one standard deviation")
+    return h.figure(png, alt="Training reward over RL steps, mean with a band of one standard deviation")
 
 
 def _timing_figure(run: Run, plots_dir: Path) -> str:
@@ -125,7 +128,7 @@ def _timing_figure(run: Run, plots_dir: Path) -> str:
     total = series(run.records, "timing/step") if has_metric(run.records, "timing/step") else None
     png = plots.stacked_area(plots_dir / "timing.png", steps, parts, total=total, title="Time per RL step",
                              ylabel="seconds")
-    return h.figure(png, run.path, alt="Seconds per RL step, split into rollout, experience and update")
+    return h.figure(png, alt="Seconds per RL step, split into rollout, experience and update")
 
 
 def _evaluation_section(run: Run, plots_dir: Path) -> str:
@@ -148,7 +151,7 @@ def _accuracy_figure(run: Run, plots_dir: Path) -> str:
         return ""
     png = plots.line_chart(plots_dir / "accuracy.png", lines, title="Accuracy (pass@1)", xlabel="RL step",
                            ylabel="pass@1", percent=True)
-    return h.figure(png, run.path, alt="pass@1 over RL steps on held-out and training prompts",
+    return h.figure(png, alt="pass@1 over RL steps on held-out and training prompts",
                     caption="Solid: held-out prompts; dashed: training prompts.")
 
 
@@ -166,7 +169,7 @@ def _group_figure(run: Run, plots_dir: Path) -> str:
     colours = {mode: MODE_COLOURS.get(mode, plots.PALETTE[2]) for mode in modes}
     png = plots.grouped_bars(plots_dir / f"by_{h.slug(key)}.png", values, bars, colours,
                              title=f"pass@1 by {key} (step {last['step']})", xlabel=key, ylabel="pass@1")
-    return h.figure(png, run.path, alt=f"pass@1 of the last held-out evaluation by {key}")
+    return h.figure(png, alt=f"pass@1 of the last held-out evaluation by {key}")
 
 
 def _prompt_section(run: Run, plots_dir: Path) -> str:
@@ -177,7 +180,7 @@ def _prompt_section(run: Run, plots_dir: Path) -> str:
                          title="Mean reward per training prompt", colour_label="mean reward of the prompt's samples")
     caption = "Each row is a training prompt; a prompt not sampled at a step keeps its last value (grey: not yet seen)."
     return h.section("Per-prompt training curves",
-                     h.grid([h.figure(png, run.path, alt="Heatmap of mean reward per prompt over RL steps",
+                     h.grid([h.figure(png, alt="Heatmap of mean reward per prompt over RL steps",
                                       caption=caption, wide=True)]))
 
 

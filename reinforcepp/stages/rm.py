@@ -36,6 +36,7 @@ from reinforcepp.stages.sft import (
     step_batches,
 )
 from reinforcepp.train.optim import build_optimizer, clip_and_step
+from reinforcepp.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def run_rm(cfg: Config) -> Path:
     require(cfg, "rm")
     r = cfg.rm
     device = resolve_device(cfg.device)
+    apply_threads(cfg.threads)
     final, metrics_path = prepare_output(cfg, FINAL_DIR, METRICS_FILE)
 
     m = cfg.model

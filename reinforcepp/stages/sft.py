@@ -29,6 +29,7 @@ from reinforcepp.models.inputs import right_pad
 from reinforcepp.train.checkpoint import save_hf_model
 from reinforcepp.train.metrics import StepProgress
 from reinforcepp.train.optim import build_optimizer, clip_and_step
+from reinforcepp.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def run_sft(cfg: Config) -> Path:
     require(cfg, "sft")
     s = cfg.sft
     device = resolve_device(cfg.device)
+    apply_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     final, metrics_path = prepare_output(cfg, FINAL_DIR, METRICS_FILE)
 

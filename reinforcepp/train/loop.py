@@ -17,9 +17,10 @@ from reinforcepp.rollout import Rollout, RowStreams, SamplingParams, TorchEngine
 from . import dist, sharding
 from .experience import Experience, gather_experience
 from .forward import autocast_dtype, critic_values, policy_logprobs
-from .metrics import MetricsLog, QuietLog
+from .metrics import open_metrics_log
 from .numerics import DriftWarnings, check_weights, to_float32
 from .run import Run, build_run
+from .samples import log_samples
 from .scoring import RewardPipeline
 from .state import refuse_to_overwrite, restore_state, save_final, save_state
 from .stats import step_metrics
@@ -48,9 +49,7 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
     else:
         refuse_to_overwrite(run)
         start = 0
-    run.metrics = QuietLog() if not dist.is_main() else MetricsLog(
-        run.run_dir, tensorboard=cfg.log.tensorboard, progress=cfg.log.progress,
-        total_steps=cfg.train.num_steps, start_step=start)
+    run.metrics = open_metrics_log(cfg, start)
     n, algo = cfg.rollout.n_samples_per_prompt, cfg.algo
     score = RewardPipeline(run.scorer, run.reward_transform, cfg.reward, cfg.rollout.max_new_tokens)
     drift = DriftWarnings()
@@ -116,7 +115,8 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
             metrics = step_metrics(run, exp, scores.raw, finished, n, stats, timings) | scores.metrics()
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.num_steps):
                 metrics |= evaluate(run)
-            run.metrics.log(step, metrics)
+            log_samples(run, step, prompt_indices, local, rollout, scores.raw, exp)
+            run.metrics.log(step, metrics)  # and report.html after an evaluation
             drift.check(cfg, step, metrics)
             if cfg.log.prompt_rewards:
                 run.metrics.log_prompt_rewards(step, prompt_indices, scores.raw)
@@ -124,7 +124,9 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
                 save_state(run, step)
             if on_step_end is not None:
                 on_step_end(step, metrics)
-        return save_final(run)
+        final = save_final(run)
+        run.metrics.write_report()
+        return final
     finally:
         run.metrics.close()
 

@@ -1,5 +1,5 @@
-"""Where metrics go: a JSONL file and TensorBoard in the run directory, a progress bar with ETA, and a
-one-line summary per step."""
+"""Where metrics go: a JSONL file in the run directory and the trackers (TensorBoard, wandb, trackio), a
+progress bar with ETA, a one-line summary per step, sample completions, and report.html after each evaluation."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import logging
 import math
 from pathlib import Path
 
+from reinforcepp.report.read import is_eval_key
+
 log = logging.getLogger(__name__)
 
 PROMPT_REWARDS = "prompt_rewards.jsonl"
+SAMPLES = "samples.jsonl"
 
 # (metric, label, format) of the one-line summary
 SUMMARY = (
@@ -61,19 +64,34 @@ def read_records(path: Path) -> list[tuple[str, dict]]:
     return records
 
 
-class MetricsLog:
-    """Appends one JSON object per step to ``metrics.jsonl``; mirrors scalars to TensorBoard."""
+def open_metrics_log(cfg, start_step: int) -> MetricsLog | QuietLog:
+    """The run's metrics log: rank 0 writes (files, trackers, report), the other ranks under torchrun are quiet."""
+    from . import dist
+    from .trackers import build_trackers
 
-    def __init__(self, run_dir: Path, *, tensorboard: bool, progress: bool, total_steps: int, start_step: int):
+    if not dist.is_main():
+        return QuietLog()
+    run_dir = Path(cfg.output_dir)
+    return MetricsLog(run_dir, tensorboard=cfg.log.tensorboard, progress=cfg.log.progress,
+                      total_steps=cfg.train.num_steps, start_step=start_step,
+                      trackers=build_trackers(cfg, run_dir), report=cfg.log.report)
+
+
+class MetricsLog:
+    """Appends one JSON object per step to ``metrics.jsonl``; mirrors scalars and sample tables to the trackers
+    (TensorBoard when ``tensorboard``); with ``report``, rewrites report.html after each evaluation."""
+
+    def __init__(self, run_dir: Path, *, tensorboard: bool, progress: bool, total_steps: int, start_step: int,
+                 trackers=(), report: bool = False):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / "metrics.jsonl"
         self._drop_steps_after(start_step)
-        self.total = total_steps
-        self.writer = None
+        self.total, self.report = total_steps, report
+        self.trackers = list(trackers)
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # imported at the edge: it is slow
+            from .trackers import TensorBoardTracker
 
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            self.trackers.insert(0, TensorBoardTracker(run_dir))
         self.bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -82,7 +100,7 @@ class MetricsLog:
 
     def _drop_steps_after(self, step: int) -> None:
         """A resumed run redoes the steps after its checkpoint: forget what the interrupted run logged."""
-        for path in (self.path, self.path.parent / PROMPT_REWARDS):
+        for path in (self.path, self.path.parent / PROMPT_REWARDS, self.path.parent / SAMPLES):
             if path.exists():
                 kept = [line for line, record in read_records(path) if record["step"] <= step]
                 path.write_text("".join(line + "\n" for line in kept))
@@ -100,6 +118,21 @@ class MetricsLog:
         if self.bar is not None:
             self.bar.write(summary_line(step, self.total, metrics))
 
+    def log_samples(self, step: int, rows: list[dict]) -> None:
+        """Sample completions of a step (:mod:`.samples`): samples.jsonl and every tracker."""
+        with (self.path.parent / SAMPLES).open("a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, allow_nan=True) + "\n")
+        for tracker in self.trackers:
+            tracker.log_samples(step, rows)
+
+    def write_report(self) -> None:
+        """report.html of the run so far (log.report): after each evaluation, and at the end of training."""
+        if self.report:
+            from reinforcepp.report import write_run_report
+
+            write_run_report(self.path.parent)
+
     def log_prompt_rewards(self, step: int, prompt_indices: list[int], rewards) -> None:
         """Each sampled training prompt's rewards at this step (per-prompt training curves)."""
         per_prompt = rewards.view(len(prompt_indices), -1).tolist()
@@ -114,14 +147,14 @@ class MetricsLog:
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **scalars}, allow_nan=True) + "\n")
-        if self.writer is not None:
-            for key, value in scalars.items():
-                self.writer.add_scalar(key, value, step)
-            self.writer.flush()
+        for tracker in self.trackers:
+            tracker.log_scalars(step, scalars)
+        if any(map(is_eval_key, scalars)):
+            self.write_report()
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for tracker in self.trackers:
+            tracker.close()
         if self.bar is not None:
             self.bar.close()
 
@@ -160,6 +193,12 @@ class QuietLog:
         pass
 
     def log_prompt_rewards(self, step: int, prompt_indices: list[int], rewards) -> None:
+        pass
+
+    def log_samples(self, step: int, rows: list[dict]) -> None:
+        pass
+
+    def write_report(self) -> None:
         pass
 
     def close(self) -> None:

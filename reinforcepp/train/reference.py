@@ -30,6 +30,15 @@ class Reference:
         return None if self.adapters_off else self.model
 
 
+def copies_policy(cfg: Config, policy_dtype: str) -> bool:
+    """pi_ref is a model of its own loaded from the policy's path in the policy's dtype (``policy_dtype``): a copy
+    of the policy as loaded (before any update or LoRA adapter) is the same weights, without a second load or
+    dequantization. (A bfloat16 reference of a float32 policy is loaded in bfloat16: a copy would need both.)"""
+    m = cfg.model
+    own_model = cfg.algo.kl.coef > 0 and not (m.lora is not None and m.reference is None)
+    return own_model and m.reference in (None, m.policy) and m.reference_dtype in ("auto", policy_dtype)
+
+
 def build_reference(cfg: Config, policy: torch.nn.Module, load: Callable[[], torch.nn.Module]) -> Reference | None:
     """The one place that decides what pi_ref is: none without a KL term; with LoRA and no model.reference,
     the policy with its adapters off; else the frozen model ``load()`` returns (model.reference, or the

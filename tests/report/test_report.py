@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -52,14 +53,26 @@ def img_sources(html: str) -> list[str]:
     return re.findall(r'<img src="([^"]+)"', html)
 
 
+def embedded(png: Path) -> str:
+    """The src of an image that holds the PNG file itself."""
+    return 'src="data:image/png;base64,' + base64.b64encode(png.read_bytes()).decode() + '"'
+
+
+def shown_plots(page: Path) -> list[str]:
+    """The names of the plots (files in plots/) the page embeds, in page order."""
+    html = page.read_text()
+    found = [(html.find(embedded(png)), png.stem) for png in (page.parent / "plots").glob("*.png")]
+    return [name for position, name in sorted(found) if position >= 0]
+
+
 def assert_valid_pngs(page: Path) -> None:
+    """Every image is embedded (the page is one file that can be mailed) and is a real PNG."""
     sources = img_sources(page.read_text())
     assert sources
     for src in sources:
-        assert not src.startswith("/"), "images must be linked relatively so the directory can move"
-        png = page.parent / src
-        data = png.read_bytes()
-        assert data[:8] == PNG_MAGIC and len(data) > 1000, src
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        data = base64.b64decode(src.split(",", 1)[1])
+        assert data[:8] == PNG_MAGIC and len(data) > 1000
 
 
 # ---------------------------------------------------------------- the package stays cheap to import
@@ -112,7 +125,7 @@ def test_run_report_shows_exact_before_after_numbers_and_plots(tmp_path):
     assert "<td class=\"num\">0.2125</td>" in html and "0.4465" in html and "+23.4 pts" in html
     assert "-12.5 pts" in html
     for name in ("reward", "kl", "kl_seq", "response_length", "entropy", "timing", "accuracy", "by_people", "prompts"):
-        assert f'src="plots/{name}.png"' in html, name
+        assert embedded(run / "plots" / f"{name}.png") in html, name
     assert_valid_pngs(page)
     assert all(alt for alt in re.findall(r'alt="([^"]*)"', html))
     # the final tables: last training step and last evaluation, exactly as logged
@@ -142,7 +155,7 @@ def test_run_report_escapes_the_config(tmp_path):
 def test_run_report_with_few_metrics_skips_missing_plots(tmp_path):
     run = write_run(tmp_path / "run", [{"step": 1, "reward/mean": 0.5}, {"step": 2, "reward/mean": 0.7}])
     html = write_run_report(run).read_text()
-    assert img_sources(html) == ["plots/reward.png"]
+    assert shown_plots(run / "report.html") == ["reward"] and len(img_sources(html)) == 1
     assert "held-out evaluation not measured in these runs" in html
     assert_valid_pngs(run / "report.html")
 
@@ -152,6 +165,20 @@ def test_run_report_of_an_empty_directory_does_not_crash(tmp_path):
     run.mkdir()
     html = write_run_report(run).read_text()
     assert "<h1>empty</h1>" in html and "not measured" in html and not img_sources(html)
+
+
+def test_run_report_shows_sample_completions_escaped_newest_step_open(tmp_path):
+    run = write_run(tmp_path / "run", [{"step": 1, "reward/mean": 0.5}])
+    rows = [{"step": step, "prompt_index": 0, "sample": 0, "prompt": "2+2=", "completion": f"<b>{step}</b>\nok",
+             "reward": 0.25 * step, "advantage": None if step == 1 else -0.5, "length": 7, "finished": step == 2}
+            for step in (1, 2)]
+    (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    html = write_run_report(run).read_text()
+    assert "<h2>Sample completions</h2>" in html
+    assert "<details open><summary>step 2</summary>" in html and "<details><summary>step 1</summary>" in html
+    assert html.index("step 2</summary>") < html.index("step 1</summary>")
+    assert "&lt;b&gt;2&lt;/b&gt;\nok" in html and "<b>2</b>" not in html
+    assert "0.5000" in html and "-0.5000" in html and "7 (cut at max_new_tokens)" in html  # step 1 was cut
 
 
 # ---------------------------------------------------------------- the comparison page
@@ -181,7 +208,7 @@ def test_compare_report_tables_hold_hand_computed_medians_ratios_and_means(tmp_p
     assert "peak memory (MB)" in html and "2048" in html
     assert "B&lt;x&gt;" in html and "B<x>" not in html
     for name in ("reward_vs_kl", "reward", "response_length", "accuracy", "prompts", "by_people", "timing"):
-        assert f'src="plots/{name}.png"' in html, name
+        assert embedded(tmp_path / "cmp" / "plots" / f"{name}.png") in html, name
     assert_valid_pngs(page)
 
 
@@ -191,7 +218,7 @@ def test_compare_report_with_missing_metrics_says_not_measured(tmp_path):
     html = write_compare_report(tmp_path / "cmp", {"A": [a], "B": [b]}).read_text()
     for what in ("held-out accuracy", "per-prompt rewards", "accuracy by group", "wall time"):
         assert f"{what}: not measured in these runs" in html, what
-    assert img_sources(html) == ["plots/reward.png"]
+    assert shown_plots(tmp_path / "cmp" / "report.html") == ["reward"] and len(img_sources(html)) == 1
     # final reward is each run's last value
     assert "<td class=\"num\">0.5000</td>" in html and "<td class=\"num\">0.7500</td>" in html
     assert "not measured in these runs" in (tmp_path / "cmp" / "summary.md").read_text()

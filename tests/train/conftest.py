@@ -23,6 +23,7 @@ def make_config(tiny_dir, prompt_file, tmp_path):
             "critic.optim.lr=1e-3",
             "log.progress=false",
             "log.tensorboard=false",
+            "log.report=false",  # a report costs about a second of matplotlib: tests/train/test_observe.py has it
             f"output_dir={tmp_path / 'run'}",
         ]
         return load_config(preset, [*base, *overrides])

@@ -229,6 +229,6 @@ def test_the_rollout_budget_reaches_every_engine(make_config, monkeypatch):
     cfg = make_config(CONFIGS / "reinforce_pp.yaml", "rollout.max_batch_tokens=64")
     assert loop.build_run(cfg).engine.max_batch_tokens == 64
     engines = []
-    monkeypatch.setattr(eval_command, "run_eval_suite", lambda cfg, engine, *args: engines.append(engine) or [])
+    monkeypatch.setattr(eval_command, "run_eval_suite", lambda cfg, engine, *args, **kwargs: engines.append(engine) or [])
     eval_command.evaluate_model(cfg)
     assert [e.max_batch_tokens for e in engines] == [64]
