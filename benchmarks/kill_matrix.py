@@ -389,7 +389,8 @@ def launch_once(setup: Setup, out: Path, launch: Launch, reference: Reference) -
 
 
 def run_chain(setup: Setup, reference: Reference, index: int, kills: int) -> Chain:
-    """One run killed ``kills`` times at drawn moments, each time resumed; the last launch runs to the end."""
+    """One run killed at ``kills`` drawn moments, resumed after each; the last launch runs to the end. A launch that
+    ends before its moment came is resumed as well (a finished run resumes from its last checkpoint)."""
     rng = random.Random(f"{setup.seed}-{index}")
     out = setup.work / f"chain_{index:02d}"
     shutil.rmtree(out, ignore_errors=True)
@@ -402,8 +403,8 @@ def run_chain(setup: Setup, reference: Reference, index: int, kills: int) -> Cha
             moment = Moment("train", delay_s=rng.uniform(0, reference.step_s / 2))
         launch = launch_once(setup, out, Launch(index, n, resume, resumed_from, moment), reference)
         chain.launches.append(launch)
-        if not launch.delivered:
-            break  # it ran to its end (or failed): the chain is over
+        if launch.failure:
+            break
     chain.completed = chain.launches[-1].returncode == 0
     if chain.completed:
         chain.problems += differences(out / FINAL, reference.out / FINAL)
@@ -440,6 +441,7 @@ class Matrix:
         return {
             "kills delivered": len(delivered),
             "kills mid-save": sum(launch.mid_save for launch in delivered),
+            "kills missed (the launch ended first)": self.count(lambda l: l.moment is not None and not l.delivered),
             **{f"kills at {mode}": sum(launch.moment.mode == mode for launch in delivered) for mode in MODES},
             "kills before the first checkpoint": self.count(lambda l: l.delivered and not l.checkpoints_checked),
             "resumes": self.count(lambda l: l.resume is not None),
