@@ -160,16 +160,45 @@ def child_env() -> dict[str, str]:
 def start(command: list[str], log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as sink:  # a file, not a pipe: nobody has to drain it while we poll
-        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=child_env(),
-                                start_new_session=True)  # its own group: torchrun's workers die with it
+        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=child_env())
 
 
 def kill(process: subprocess.Popen) -> None:
-    """SIGKILL the launch: the process, and under torchrun the agent and every worker at once (a lost machine)."""
+    """SIGKILL the launch and every process under it at once, as a lost machine would: torchrun starts its workers
+    in sessions of their own, and they outlive a killed agent (a group kill would miss them). SIGSTOP first: the
+    launch then starts no process between the walk of its tree and the kills."""
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.kill(process.pid, signal.SIGSTOP)
     except ProcessLookupError:
-        pass
+        return
+    tree = process_tree(process.pid)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in tree[:-1]) and time.monotonic() < deadline:  # the launch itself: reaped by wait
+        time.sleep(0.01)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux /proc), the descendants first."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return [p for child in children for p in process_tree(child)] + [pid]
+
+
+def alive(pid: int) -> bool:
+    """Whether the process still runs (a zombie, dead but not yet reaped, has written its last byte: gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def wait_until(process: subprocess.Popen, condition, poll_s: float = POLL_S) -> bool:

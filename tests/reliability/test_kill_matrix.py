@@ -90,3 +90,19 @@ def test_the_moments_are_drawn_from_the_seed():
     # a save moment names a checkpoint this launch will write: after the one it resumed from, before the last step
     assert all(start < m.step < 10 for start, m in moments if m.mode == "save")
     assert all(m.delay_s <= (4.0 if m.mode == "startup" else 0.05 * (10 - start)) for start, m in moments)
+
+
+def test_a_kill_takes_the_processes_in_sessions_of_their_own_too(tmp_path):
+    """torchrun starts its workers in new sessions: killing the launch's process group would leave them running."""
+    child_pid = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
+              f"open({str(child_pid)!r}, 'w').write(str(child.pid))\n"
+              "time.sleep(60)\n")
+    launch = matrix.start([sys.executable, "-c", script], tmp_path / "log.txt")
+    assert matrix.wait_until(launch, lambda: child_pid.exists() and child_pid.read_text() != "", poll_s=0.01)
+    child = int(child_pid.read_text())
+    assert matrix.alive(child)
+    matrix.kill(launch)
+    assert launch.wait(timeout=10) == -matrix.signal.SIGKILL
+    assert not matrix.alive(child)
