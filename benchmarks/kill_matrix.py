@@ -28,7 +28,7 @@ between processes (a resumed run restores the checkpoint's): it is checked to lo
 Usage:
     .venv/bin/python benchmarks/kill_matrix.py --kills 60 --chains 10 --workers 2
     .venv/bin/python benchmarks/kill_matrix.py --ranks 2 --kills 6 --chains 2    (torchrun, 2 gloo ranks)
-tests/reliability/test_kill_matrix.py runs a 22-kill matrix with this code.
+tests/reliability/test_kill_matrix.py runs a 20-kill matrix with this code.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -60,6 +61,7 @@ WALL_CLOCK = ("timing/", "perf/")  # metrics that differ between runs by nature
 MODES = {"startup": 0.15, "train": 0.35, "save": 0.4, "final": 0.1}  # mode: probability
 POLL_S = 0.0005
 LAUNCH_TIMEOUT_S = 600
+MAX_MISSED = 3  # launches of a chain that may end before their moment came (each is resumed, a new moment drawn)
 VARIED_REWARD = (  # rewards that differ between samples from step 1, so every step moves the weights
     "def reward_func(prompts, completions, **kwargs):\n"
     "    return [float(sum(map(ord, c)) % 7) for c in completions]\n"
@@ -419,20 +421,24 @@ def launch_once(setup: Setup, out: Path, launch: Launch, reference: Reference) -
 
 def run_chain(setup: Setup, reference: Reference, index: int, kills: int) -> Chain:
     """One run killed at ``kills`` drawn moments, resumed after each; the last launch runs to the end. A launch that
-    ends before its moment came is resumed as well (a finished run resumes from its last checkpoint)."""
+    ends before its moment came is resumed as well (a finished run resumes from its last checkpoint) and another
+    moment drawn, up to MAX_MISSED times."""
     rng = random.Random(f"{setup.seed}-{index}")
     out = setup.work / f"chain_{index:02d}"
     shutil.rmtree(out, ignore_errors=True)
     chain = Chain(index=index, launches=[])
-    for n in range(kills + 1):
-        resumed_from = newest_step(out)
+    delivered = 0
+    while True:
+        n, resumed_from = len(chain.launches), newest_step(out)
         resume = None if n == 0 else ("config" if resumed_from == 0 else rng.choice(("flag", "config")))
-        moment = choose_moment(rng, resumed_from, setup.steps, reference) if n < kills else None
-        if n == 0 and index == 0 and kills:  # one kill surely before any checkpoint: in the first half of step 1
+        more = delivered < kills and n - delivered < MAX_MISSED
+        moment = choose_moment(rng, resumed_from, setup.steps, reference) if more else None
+        if n == 0 and index == 0 and more:  # one kill surely before any checkpoint: in the first half of step 1
             moment = Moment("train", delay_s=rng.uniform(0, reference.step_s / 2))
         launch = launch_once(setup, out, Launch(index, n, resume, resumed_from, moment), reference)
         chain.launches.append(launch)
-        if launch.failure:
+        delivered += launch.delivered
+        if launch.failure or moment is None:
             break
     chain.completed = chain.launches[-1].returncode == 0
     if chain.completed:
@@ -452,6 +458,7 @@ def run_chain(setup: Setup, reference: Reference, index: int, kills: int) -> Cha
 class Matrix:
     chains: list[Chain]
     seconds: float
+    cpu_seconds: float  # of the launches (under torchrun: of the agents; their killed workers are not counted)
     reference: Reference
 
     @property
@@ -483,17 +490,24 @@ class Matrix:
             "launches failed on their own": self.count(lambda l: bool(l.failure)),
             "stale temp dirs at the end": sum(len(chain.stale_temp_dirs) for chain in self.chains),
             "seconds": round(self.seconds, 1),
+            "CPU seconds of the launches": round(self.cpu_seconds, 1),
         }
 
 
 def run_matrix(setup: Setup, *, kills: int, chains: int, workers: int = 2) -> Matrix:
     """The reference run, then ``chains`` chains sharing ``kills`` kills, ``workers`` chains at a time."""
-    started = time.monotonic()
+    started, cpu = time.monotonic(), children_cpu_seconds()
     reference = reference_run(setup)
     per_chain = [kills // chains + (i < kills % chains) for i in range(chains)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         done = list(pool.map(lambda i: run_chain(setup, reference, i, per_chain[i]), range(chains)))
-    return Matrix(chains=done, seconds=time.monotonic() - started, reference=reference)
+    return Matrix(chains=done, seconds=time.monotonic() - started, cpu_seconds=children_cpu_seconds() - cpu,
+                  reference=reference)
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def write_inputs(work: Path) -> tuple[Path, Path, Path]:

@@ -1,12 +1,13 @@
-"""The kill -9 matrix (benchmarks/kill_matrix.py): SIGKILL `python -m reinforcepp train` 22 times at seeded
+"""The kill -9 matrix (benchmarks/kill_matrix.py): SIGKILL `python -m reinforcepp train` 20 times at seeded
 random moments, mid-save included, resume after each kill, and lose nothing.
 
-Four chains share the kills (a run is killed, resumed, killed again ..., then resumed to the end), two at a time:
+Three chains share the kills (a run is killed, resumed, killed again ..., then resumed to the end), two at a time:
 after each kill every complete checkpoint must be byte-equal to the uninterrupted run's of its step, and at the
 end of each chain the final model and every step's metrics must be bitwise equal to it. The counts are evidence
 (a kill is mid-save when the killed process left a checkpoint or export temp dir behind), so the thresholds keep
-margin for moments that a loaded machine makes land elsewhere: 11 and 12 of the 22 kills landed mid-save in two
-runs here, at least 5 are required; 22 of 22 kills were delivered, at least 20 are required.
+margin for moments that a loaded machine makes land elsewhere: 10 to 12 of 22 kills landed mid-save in three runs
+here, at least 5 are required. A launch that ends before its moment came is resumed and given another moment
+(benchmarks/kill_matrix.py: MAX_MISSED), so all 20 kills are delivered.
 """
 
 import importlib.util
@@ -28,20 +29,20 @@ def test_kill_9_at_seeded_moments_loses_nothing(tiny_dir, prompt_file, tmp_path)
     reward = tmp_path / "varied.py"
     reward.write_text(matrix.VARIED_REWARD)
     setup = matrix.Setup(model=tiny_dir, prompts=prompt_file, reward=reward, work=tmp_path, steps=10, seed=0)
-    result = matrix.run_matrix(setup, kills=22, chains=4, workers=2)
+    result = matrix.run_matrix(setup, kills=20, chains=3, workers=2)
     counts = result.summary()
     print("\n".join(f"{key}: {value}" for key, value in counts.items()))
 
     reference = result.reference.out / "checkpoints"
     first, last = ((reference / f"step_{s:08d}" / "policy.safetensors").read_bytes() for s in (1, 9))
-    assert first != last  # the weights move at every step, so equal checkpoints mean something
+    assert first != last  # the weights move, so equal checkpoints mean something
 
     assert result.problems() == []
-    assert counts["kills delivered"] >= 20, counts
+    assert counts["kills delivered"] == 20, counts
     assert counts["kills mid-save"] >= 5, counts
     assert counts["resumes"] >= counts["kills delivered"]  # every kill was followed by a resume
     assert counts["resumes with --resume DIR"] >= 1 and counts["resumes"] > counts["resumes with --resume DIR"]
-    assert counts["runs to the end"] == counts["final models bitwise equal"] == counts["metrics bitwise equal"] == 4
+    assert counts["runs to the end"] == counts["final models bitwise equal"] == counts["metrics bitwise equal"] == 3
     assert counts["checkpoints checked"] >= counts["kills delivered"]
     assert counts["corrupt or different checkpoints"] == 0
 
