@@ -180,6 +180,9 @@ def build_run(cfg: Config) -> Run:
     if dist.is_main():
         require_trackers(cfg)  # log.wandb / log.trackio: their packages, before anything loads
     check_world_size(cfg, dist.world_size())
+    # Python's, NumPy's and torch's global RNGs: training draws from its own seeded streams, but a user's reward
+    # function (or its import) may use `random`, and then a rerun of the config must draw the same.
+    transformers.set_seed(cfg.seed)
     rows = read_prompt_rows(cfg.data.prompts, cfg, limit=cfg.data.max_prompts)
     check_world_size(cfg, dist.world_size(), len(rows))
     eval_rows = read_prompt_rows(cfg.data.eval_prompts, cfg)

@@ -173,6 +173,24 @@ def test_a_reward_function_may_skip_samples_with_none(make_config, tmp_path):
     assert all(math.isfinite(r["actor/pg_loss"]) for r in rows)
 
 
+def test_a_reward_function_drawing_from_random_gets_the_same_draws_in_a_rerun(make_config, tmp_path):
+    # training draws only from its own seeded streams; the global RNGs are seeded from `seed` for user code
+    reward_file = tmp_path / "random_reward.py"
+    reward_file.write_text(
+        "import random\n"
+        "AT_IMPORT = random.random()\n"
+        "def reward_func(prompts, completions, **kw):\n"
+        "    return [AT_IMPORT + random.random() for _ in completions]\n"
+    )
+    runs = [make_config(CONFIGS / "reinforce_pp.yaml", f"reward.function={reward_file}", "train.num_steps=1",
+                        f"output_dir={tmp_path / name}") for name in ("a", "b")]
+    for cfg in runs:
+        train(cfg)
+    first, second = (metrics(cfg.output_dir)[0]["reward/mean"] for cfg in runs)
+    assert first == second
+    assert 0 < first < 2
+
+
 def test_the_overlong_penalty_lowers_the_reward_of_long_responses(make_config, tmp_path):
     plain = make_config(CONFIGS / "reinforce_pp.yaml", "train.num_steps=1", f"output_dir={tmp_path / 'plain'}")
     train(plain)
