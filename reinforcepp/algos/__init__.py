@@ -14,6 +14,7 @@ from .advantages import (
     shape_rewards,
     token_rewards,
 )
+from .control import adaptive_kl_coef, informative_groups, sequence_mean_kl, truncation_mask
 from .dtypes import compute_dtype
 from .kl import KL_ESTIMATORS, kl_estimate
 from .lm_head import head_logprobs
@@ -36,6 +37,7 @@ __all__ = [
     "GROUP_ESTIMATORS",
     "KL_ESTIMATORS",
     "WHITENED_ESTIMATORS",
+    "adaptive_kl_coef",
     "aggregate",
     "bradley_terry_loss",
     "compute_advantages",
@@ -44,6 +46,7 @@ __all__ = [
     "entropy_from_logits",
     "gae",
     "head_logprobs",
+    "informative_groups",
     "kl_estimate",
     "kl_loss",
     "masked_mean",
@@ -51,9 +54,11 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "policy_loss",
+    "sequence_mean_kl",
     "sft_loss",
     "shape_rewards",
     "token_logprobs",
     "token_rewards",
+    "truncation_mask",
     "value_loss",
 ]

@@ -16,6 +16,8 @@ def cross_field_problems(cfg: Config) -> list[str]:
         *_group_sampling(cfg),
         *_batch_divisibility(cfg),
         *_kl_placement(cfg),
+        *_adaptive_kl(cfg),
+        *_filter_groups(cfg),
         *_critic_usage(cfg),
         *_reference_dtype(cfg),
         *_lora(cfg),
@@ -77,6 +79,32 @@ def _kl_placement(cfg: Config) -> list[str]:
             "(E_pi[grad log pi] = 0), so the KL term silently does nothing; use k2 (an unbiased "
             "gradient of KL(pi||ref)) or k3 as a loss, or put k1 in the reward (algo.kl.placement=reward)"
         ]
+    return []
+
+
+def _adaptive_kl(cfg: Config) -> list[str]:
+    kl = cfg.algo.kl
+    if kl.target is not None and kl.coef == 0:
+        return ["algo.kl.target: an adaptive KL coefficient multiplies algo.kl.coef, which is 0 (no KL term, no "
+                "reference); set algo.kl.coef > 0 as the starting value, or remove algo.kl.target"]
+    if kl.target is None and "horizon" in kl.model_fields_set:
+        return ["algo.kl.horizon: only used by the adaptive KL coefficient; set algo.kl.target, or remove it"]
+    return []
+
+
+def _filter_groups(cfg: Config) -> list[str]:
+    algo, n = cfg.algo, cfg.rollout.n_samples_per_prompt
+    if not algo.filter_groups:
+        if "filter_max_rounds" in algo.model_fields_set:
+            return ["algo.filter_max_rounds: only used by algo.filter_groups=true; set it, or remove this"]
+        return []
+    estimator = algo.advantage.estimator
+    if estimator not in GROUP_ESTIMATORS:
+        return [f"algo.filter_groups: only a group baseline gives an all-equal group zero advantage; "
+                f"algo.advantage.estimator={estimator!r} is not one (use one of {sorted(GROUP_ESTIMATORS)})"]
+    if n < 2:
+        return [f"algo.filter_groups: needs rollout.n_samples_per_prompt >= 2 (got {n}): a group of one sample "
+                "always has equal rewards"]
     return []
 
 

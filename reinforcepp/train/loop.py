@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -9,13 +10,14 @@ from pathlib import Path
 
 import torch
 
-from reinforcepp.algos import compute_advantages, kl_estimate
+from reinforcepp.algos import compute_advantages, kl_estimate, sequence_mean_kl, truncation_mask
 from reinforcepp.config import Config
 from reinforcepp.eval import eval_metrics, run_eval_suite
 from reinforcepp.rewards.format_rewards import overlong_penalty
 from reinforcepp.rollout import RowStreams, SamplingParams, TorchEngine
 
 from . import dist, sharding
+from .dynamic_sampling import Samples, fill_with_informative_groups
 from .experience import Experience, gather_experience
 from .forward import autocast_dtype, critic_values, policy_logprobs
 from .metrics import MetricsLog, QuietLog
@@ -26,6 +28,8 @@ from .state import refuse_to_overwrite, restore_state, save_final, save_state
 from .stats import step_metrics
 from .update import rank_micro_batches, shuffled_orders, single_pass, update_actor, update_critic
 
+log = logging.getLogger(__name__)
+
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The randomness of one RL step (sampling, shuffling) depends only on (seed, step), so a resumed
@@ -35,9 +39,11 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 @contextmanager
 def timed(timings: dict[str, float], name: str):
+    """Add the block's seconds to timings["timing/<name>"] (summed over algo.filter_groups' rounds)."""
     start = time.perf_counter()
     yield
-    timings[f"timing/{name}"] = time.perf_counter() - start
+    key = f"timing/{name}"
+    timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
 
 
 def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] | None = None) -> Path:
@@ -61,64 +67,62 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
             timings: dict[str, float] = {}
             generator = step_generator(cfg.seed, step)
             step_start, collectives_start = time.perf_counter(), dist.collective_seconds()
-            # 1. Sample a batch of prompts (the same on every rank); each rank takes its block of whole groups.
-            prompt_indices, prompts = run.next_prompts()
-            mine = dist.shard_range(len(prompts))
-            local = [prompts[i] for i in mine]
-            # 2. Roll out n responses per prompt with the current (old) policy; each row's randomness comes
-            #    from (seed, step, global prompt position, sample), so any number of ranks samples the same.
-            with timed(timings, "rollout"):
-                refresh_sampler(run)
-                streams = RowStreams.for_prompts(cfg.seed, step, torch.tensor(list(mine)), n)
-                rollout = run.engine.generate([p.token_ids for p in local], run.sampling, n, streams)
-            # 3. Score every response; ReMax also scores a greedy response per prompt as its baseline.
-            with timed(timings, "reward"):
-                raw_rewards = run.scorer(local, rollout, n)  # NaN: skipped by the reward function
-                raw_rewards = raw_rewards + length_penalty(cfg, rollout)
-                exp = Experience.from_rollout(rollout)
-                scored_rewards, exp.response_mask = drop_unscored(raw_rewards, exp.response_mask, n)
-                greedy_rewards = greedy_baseline(run, local, n) if algo.advantage.estimator == "remax" else None
-            # 4. Experience: every rank gathers the global batch, then log pi_old, log pi_ref, values and the
-            #    per-token KL, each rank computing the rows of its share of the update's first-epoch micro-batches.
+            kl_in_reward = algo.kl.placement == "reward" and run.reference is not None
+            source = old_logp_source(run, kl_in_reward, cfg.rollout.batch_size * n)
+            # 1-3. Sample prompts, roll out n responses each with the current (old) policy, score them; with
+            #      algo.filter_groups, rounds until the batch is made of groups whose rewards differ (DAPO).
+            samples = roll_out(run, step, 0, source, timings)
+            filter_metrics = {}
+            if algo.filter_groups:
+                samples, filter_metrics = fill_with_informative_groups(
+                    samples, lambda k: roll_out(run, step, k, source, timings), cfg, step)
+            prompt_indices, exp, finished = samples.prompt_indices, samples.exp, samples.finished
+            raw_rewards, scored_rewards, greedy_rewards = samples.raw_rewards, samples.scored_rewards, samples.greedy_rewards
+            response_lengths = exp.response_mask.sum(dim=1)
+            if algo.mask_truncated:  # DAPO overlong filtering: out of the loss and the whitening, still in baselines
+                exp.response_mask = truncation_mask(exp.response_mask, finished)
+                check_all_truncated(exp.response_mask, step)
+            # 4. Experience: log pi_old, log pi_ref, values and the per-token KL over the global batch, each rank
+            #    computing the rows of its share of the update's first-epoch micro-batches.
             with timed(timings, "experience"):
-                kl_in_reward = algo.kl.placement == "reward" and run.reference is not None
-                source = old_logp_source(run, kl_in_reward, cfg.rollout.batch_size * n)
-                if source == "rollout":
-                    exp.old_logp = rollout.logprobs.float() * exp.response_mask
-                exp = gather_experience(exp)
-                raw_rewards, scored_rewards, finished = map(dist.gather_rows, (raw_rewards, scored_rewards, rollout.finished))
-                check_skipped(raw_rewards, cfg.reward.max_skipped_fraction, run.scorer.name, step)
                 run.reward_transform.observe(raw_rewards[torch.isfinite(raw_rewards)])
                 # in float64, and the advantages' statistics with them: large rewards must not overflow
                 rewards = run.reward_transform(scored_rewards.double())
                 if greedy_rewards is not None:
-                    greedy_rewards = dist.gather_rows(greedy_rewards).double()
-                    greedy_rewards = run.reward_transform(greedy_rewards).repeat_interleave(n)
+                    greedy_rewards = run.reward_transform(greedy_rewards.double()).repeat_interleave(n)
                 # the update's shuffles, drawn first: these passes then batch rows as its first epoch does
                 actor_orders = shuffled_orders(cfg, len(rewards), generator)
                 critic_orders = shuffled_orders(cfg, len(rewards), generator) if run.critic is not None else None
                 exp = make_experience(run, exp, source, policy_order=actor_orders[0],
                                       critic_order=None if critic_orders is None else critic_orders[0])
                 kl = kl_estimate(exp.old_logp, exp.ref_logp, algo.kl.estimator, clamp=algo.kl.clamp) if kl_in_reward else None
+                kl_coef = run.kl_controller.coef  # this step's beta (algo.kl.target: adapted after each step)
                 # 5. Advantages (REINFORCE++: token returns, then the global batch z-score).
                 advantages, returns = compute_advantages(
                     algo.advantage.estimator, rewards=rewards, mask=exp.response_mask, group_size=n,
-                    kl=kl, kl_coef=algo.kl.coef if kl_in_reward else 0.0, gamma=algo.advantage.gamma,
+                    kl=kl, kl_coef=kl_coef if kl_in_reward else 0.0, gamma=algo.advantage.gamma,
                     lam=algo.advantage.lam, values=exp.values, greedy_rewards=greedy_rewards,
                 )
                 exp.advantages = to_float32(advantages, f"step {step}: advantages")
                 exp.returns = to_float32(returns, f"step {step}: returns")
             # 6. Update: PPO-clip epochs over shuffled mini-batches (and the critic for PPO).
             with timed(timings, "update"):
-                stats = update_actor(run.actor, exp, cfg, actor_orders, step=step)
+                stats = update_actor(run.actor, exp, cfg, actor_orders, step=step, kl_coef=kl_coef)
                 if run.critic is not None:
                     stats |= update_critic(run.critic, exp, cfg, critic_orders, step=step)
                 check_weights({"policy": run.policy, "critic": run.critic and run.critic.model}, step)
             timings["timing/step"] = time.perf_counter() - step_start
             if dist.initialized():
                 timings["timing/collectives"] = dist.collective_seconds() - collectives_start
-            # 7. Log, evaluate, checkpoint.
-            metrics = step_metrics(run, exp, raw_rewards, finished, n, stats, timings)
+            # 7. Adapt beta to this step's KL (algo.kl.target); log, evaluate, checkpoint.
+            if exp.ref_logp is not None:
+                run.kl_controller.observe(float(sequence_mean_kl(exp.old_logp, exp.ref_logp, exp.response_mask,
+                                                                 algo.kl.estimator, clamp=algo.kl.clamp)))
+                stats["kl/coef"] = kl_coef
+            if algo.mask_truncated:
+                stats["rollout/masked_truncated"] = float((~finished).sum())
+            metrics = step_metrics(run, exp, raw_rewards, finished, n, stats | filter_metrics, timings,
+                                   lengths=response_lengths)
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.num_steps):
                 metrics |= evaluate(run)
             run.metrics.log(step, metrics)
@@ -132,6 +136,43 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
         return save_final(run)
     finally:
         run.metrics.close()
+
+
+def roll_out(run: Run, step: int, round_index: int, source: str, timings: dict[str, float]) -> Samples:
+    """One round: the next rollout.batch_size prompts (the same on every rank; each rank takes its block of whole
+    groups), n responses each, scored; returned with every rank's rows. Each row's randomness comes from (seed,
+    step, global prompt position + round * rollout.batch_size, sample), so any number of ranks samples the same."""
+    cfg, n = run.cfg, run.cfg.rollout.n_samples_per_prompt
+    prompt_indices, prompts = run.next_prompts()
+    mine = dist.shard_range(len(prompts))
+    local = [prompts[i] for i in mine]
+    with timed(timings, "rollout"):
+        refresh_sampler(run)
+        streams = RowStreams.for_prompts(cfg.seed, step, torch.tensor(list(mine)) + round_index * len(prompts), n)
+        rollout = run.engine.generate([p.token_ids for p in local], run.sampling, n, streams)
+    # ReMax also scores a greedy response per prompt as its baseline.
+    with timed(timings, "reward"):
+        raw_rewards = run.scorer(local, rollout, n)  # NaN: skipped by the reward function
+        raw_rewards = raw_rewards + length_penalty(cfg, rollout)
+        exp = Experience.from_rollout(rollout)
+        scored_rewards, exp.response_mask = drop_unscored(raw_rewards, exp.response_mask, n)
+        greedy = greedy_baseline(run, local, n) if cfg.algo.advantage.estimator == "remax" else None
+    with timed(timings, "experience"):
+        if source == "rollout":
+            exp.old_logp = rollout.logprobs.float() * exp.response_mask
+        exp = gather_experience(exp)
+        raw_rewards, scored_rewards, finished = map(dist.gather_rows, (raw_rewards, scored_rewards, rollout.finished))
+        check_skipped(raw_rewards, cfg.reward.max_skipped_fraction, run.scorer.name, step)
+        greedy = None if greedy is None else dist.gather_rows(greedy)
+    return Samples(prompt_indices, exp, raw_rewards, scored_rewards, finished, greedy)
+
+
+def check_all_truncated(response_mask: torch.Tensor, step: int) -> None:
+    """algo.mask_truncated on a step whose responses were all cut: nothing is left to learn from (the loss is
+    0, its normalizer clamped to 1, as TRL); said once per such step rather than passed over."""
+    if not bool(response_mask.any()):
+        log.warning("step %d: every response hit rollout.max_new_tokens without EOS; algo.mask_truncated leaves "
+                    "no token in the loss", step)
 
 
 def old_logp_source(run: Run, kl_in_reward: bool, num_sequences: int) -> str:

@@ -130,7 +130,7 @@ def single_pass(cfg: Config, num_sequences: int) -> bool:
 
 
 def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[torch.Tensor], *,
-                 step: int | None = None) -> dict[str, float]:
+                 step: int | None = None, kl_coef: float | None = None) -> dict[str, float]:
     """PPO-clip updates of the policy over the experience (paper eq. 1, plus the KL/entropy loss terms), its
     rows taken in ``orders`` (:func:`shuffled_orders`).
 
@@ -138,6 +138,7 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[t
     With ``exp.old_logp`` None (allowed only for a :func:`single_pass` update) log pi_old is taken from the
     update's own forward, detached, and written to ``exp.old_logp``: one forward pass fewer per step.
     With train.target_kl set, the update stops early (:func:`_kl_stop`). ``step``: the RL step, for messages.
+    ``kl_coef``: the KL loss weight of this step (the run's KL controller); None = algo.kl.coef.
     """
     loss_cfg, kl_cfg = cfg.algo.loss, cfg.algo.kl
     old_from_forward = exp.old_logp is None
@@ -146,6 +147,7 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[t
             raise ValueError("update_actor: exp.old_logp is needed unless the update is one epoch of one mini-batch")
         exp.old_logp = torch.zeros(exp.response_mask.shape, dtype=torch.float32)
     kl_in_loss = kl_cfg.placement == "loss" and kl_cfg.coef > 0
+    kl_coef = kl_cfg.coef if kl_coef is None else kl_coef
     token_norm = loss_cfg.token_norm or cfg.rollout.max_new_tokens
     meter = _Meter()
     skipped, stopped_at = 0, 0
@@ -184,7 +186,7 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[t
             if kl_in_loss:
                 kl = kl_loss(logp, mb.ref_logp.to(device), mask, kl_cfg.estimator, clamp=kl_cfg.clamp, **norm)
                 step_loss["actor/kl_loss"] += float(kl.detach())
-                loss = loss + kl_cfg.coef * kl
+                loss = loss + kl_coef * kl
             if loss_cfg.entropy_coef > 0:
                 loss = loss - loss_cfg.entropy_coef * aggregate(entropy, mask, **norm)
             return loss
