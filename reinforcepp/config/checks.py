@@ -87,7 +87,7 @@ def _adaptive_kl(cfg: Config) -> list[str]:
     if kl.target is not None and kl.coef == 0:
         return ["algo.kl.target: an adaptive KL coefficient multiplies algo.kl.coef, which is 0 (no KL term, no "
                 "reference); set algo.kl.coef > 0 as the starting value, or remove algo.kl.target"]
-    if kl.target is None and "horizon" in kl.model_fields_set:
+    if kl.target is None and kl.horizon != type(kl).model_fields["horizon"].default:
         return ["algo.kl.horizon: only used by the adaptive KL coefficient; set algo.kl.target, or remove it"]
     return []
 
@@ -95,7 +95,7 @@ def _adaptive_kl(cfg: Config) -> list[str]:
 def _filter_groups(cfg: Config) -> list[str]:
     algo, n = cfg.algo, cfg.rollout.n_samples_per_prompt
     if not algo.filter_groups:
-        if "filter_max_rounds" in algo.model_fields_set:
+        if algo.filter_max_rounds != type(algo).model_fields["filter_max_rounds"].default:
             return ["algo.filter_max_rounds: only used by algo.filter_groups=true; set it, or remove this"]
         return []
     estimator = algo.advantage.estimator
