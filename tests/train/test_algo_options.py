@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_update import one_sgd_step
 
 from reinforcepp.config import ConfigError, load_config
 from reinforcepp.testing import random_experience, tiny_model
 from reinforcepp.train.dynamic_sampling import Samples, fill_with_informative_groups
 from reinforcepp.train.experience import Experience
 from reinforcepp.train.loop import train
-from reinforcepp.train.update import Optimization, shuffled_orders, update_actor
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -80,16 +80,6 @@ def test_the_loop_rolls_out_rounds_and_logs_them(make_config):
         assert row["filter/kept_fraction"] == pytest.approx((generated - row["filter/dropped_groups"]) / generated)
 
 
-def sgd_step(model, exp, cfg):
-    model = copy.deepcopy(model)
-    before = [p.detach().clone() for p in model.parameters()]
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    orders = shuffled_orders(cfg, exp.response_ids.shape[0], torch.Generator().manual_seed(0))
-    update_actor(Optimization(model, optimizer, scheduler, None), exp, cfg, orders)
-    return [b - p.detach() for b, p in zip(before, model.parameters())]
-
-
 @pytest.mark.parametrize("agg, scale", [("token-mean", 1.0), ("seq-mean-token-sum-norm", 7 / 8)])
 def test_a_masked_response_leaves_the_token_normalizer(agg, scale):
     # token-mean: the step equals the step without that row (the normalizer counts only the tokens the
@@ -105,7 +95,7 @@ def test_a_masked_response_leaves_the_token_normalizer(agg, scale):
     masked.response_mask = masked.response_mask.clone()
     masked.response_mask[2] = 0
     without = exp.rows(torch.tensor([0, 1, 3, 4, 5, 6, 7]))
-    got, want = sgd_step(model, masked, cfg), sgd_step(model, without, cfg)
+    got, want = one_sgd_step(model, masked, cfg), one_sgd_step(model, without, cfg)
     largest = max(float(w.abs().max()) for w in want)
     assert largest > 1e-5  # the step did something
     # measured: <= 1e-17 (token-mean) and 6e-12 (seq-mean, steps ~1e-4) apart; a wrong count is off by >= 1/8
@@ -126,23 +116,14 @@ def test_mask_truncated_masks_cut_responses_and_logs_them(make_config, tmp_path)
     assert "rollout/masked_truncated" not in before
 
 
-def test_adaptive_kl_resumes_bitwise_and_logs_its_coefficient(make_config, tmp_path):
+def test_adaptive_kl_resumes_bitwise_and_logs_its_coefficient(interrupted_and_resumed):
     overrides = ("train.num_steps=4", "ckpt.every=2", "rollout.n_samples_per_prompt=2", "train.batch_size=8",
                  "algo.kl.coef=0.01", "algo.kl.target=1e-6", "algo.kl.horizon=8", "algo.filter_groups=true")
-    preset = CONFIGS / "reinforce_pp_baseline.yaml"
-    train(make_config(preset, *overrides, f"output_dir={tmp_path / 'full'}"))
-
-    def crash(step, _):
-        if step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(make_config(preset, *overrides, f"output_dir={tmp_path / 'cut'}"), on_step_end=crash)
-    train(make_config(preset, *overrides, f"output_dir={tmp_path / 'cut'}", "ckpt.resume=true"))
-    a, b = load_file(str(tmp_path / "full/final/model.safetensors")), load_file(str(tmp_path / "cut/final/model.safetensors"))
+    full_dir, cut_dir = interrupted_and_resumed(CONFIGS / "reinforce_pp_baseline.yaml", *overrides)
+    a, b = (load_file(str(run / "final/model.safetensors")) for run in (full_dir, cut_dir))
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    full, resumed = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
+    full, resumed = metrics(full_dir), metrics(cut_dir)
     coefs = [r["kl/coef"] for r in full]
     assert [r["kl/coef"] for r in resumed] == coefs
     # n / H = 8 / 8: each step moves beta by a factor 0.8 (KL 0 at step 1: the policy is the reference) or 1.2
