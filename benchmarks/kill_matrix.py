@@ -140,7 +140,7 @@ def train_command(setup: Setup, out: Path, *, keep: int, resume: str | None = No
         f"train.num_steps={setup.steps}", "actor.optim.lr=1e-3", "critic.optim.lr=1e-3", f"seed={setup.seed}",
         "ckpt.every=1", f"ckpt.keep={keep}", "log.progress=false", "log.tensorboard=false", f"output_dir={out}",
     ]
-    train = ["-m", "reinforcepp", "train", "--config", str(ROOT / "configs" / f"{setup.preset}.yaml")]
+    train = ["-m", "reinforcepp", "train", "--config", setup.preset]
     if resume == "flag":
         train += ["--resume", str(out)]
     elif resume == "config":
@@ -531,7 +531,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="chains at a time (default 2)")
     parser.add_argument("--steps", type=int, default=10, help="RL steps per run (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the moments and the runs (default 0)")
-    parser.add_argument("--preset", default="reinforce_pp", help="configs/PRESET.yaml (default reinforce_pp)")
+    parser.add_argument("--preset", default="reinforce_pp", help="a preset name (default reinforce_pp)")
     parser.add_argument("--ranks", type=int, default=0, help="torchrun ranks; 0 = one process (default)")
     parser.add_argument("--work", type=Path, help="scratch dir (default: a fresh temp dir, removed after)")
     parser.add_argument("--json", help="also write the counts and every launch here")

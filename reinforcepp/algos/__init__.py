@@ -14,6 +14,7 @@ from .advantages import (
     shape_rewards,
     token_rewards,
 )
+from .control import adaptive_kl_coef, informative_groups, sequence_mean_kl, truncation_mask
 from .dtypes import compute_dtype
 from .kl import KL_ESTIMATORS, kl_estimate
 from .lm_head import head_logprobs
@@ -42,6 +43,7 @@ __all__ = [
     "RATIO_LEVELS",
     "WHITENED_ESTIMATORS",
     "actor_objective",
+    "adaptive_kl_coef",
     "aggregate",
     "bradley_terry_loss",
     "compute_advantages",
@@ -51,6 +53,7 @@ __all__ = [
     "gae",
     "head_logprobs",
     "importance_ratio",
+    "informative_groups",
     "kl_estimate",
     "kl_loss",
     "masked_mean",
@@ -58,10 +61,12 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "policy_loss",
+    "sequence_mean_kl",
     "sft_loss",
     "shape_rewards",
     "token_logprobs",
     "token_rewards",
     "tis_weights",
+    "truncation_mask",
     "value_loss",
 ]

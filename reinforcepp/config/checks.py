@@ -112,6 +112,36 @@ def _rollout_correction(cfg: Config) -> list[str]:
     return []
 
 
+def _adaptive_kl(cfg: Config) -> list[str]:
+    """`algo.kl.target` (the adaptive coefficient) needs `algo.kl.coef` > 0, its starting value;
+    `algo.kl.horizon` is only used with `algo.kl.target`."""
+    kl = cfg.algo.kl
+    if kl.target is not None and kl.coef == 0:
+        return ["algo.kl.target: an adaptive KL coefficient multiplies algo.kl.coef, which is 0 (no KL term, no "
+                "reference); set algo.kl.coef > 0 as the starting value, or remove algo.kl.target"]
+    if kl.target is None and kl.horizon != type(kl).model_fields["horizon"].default:
+        return ["algo.kl.horizon: only used by the adaptive KL coefficient; set algo.kl.target, or remove it"]
+    return []
+
+
+def _filter_groups(cfg: Config) -> list[str]:
+    """`algo.filter_groups` needs a group-baseline estimator and `rollout.n_samples_per_prompt` >= 2;
+    `algo.filter_max_rounds` is only used with it."""
+    algo, n = cfg.algo, cfg.rollout.n_samples_per_prompt
+    if not algo.filter_groups:
+        if algo.filter_max_rounds != type(algo).model_fields["filter_max_rounds"].default:
+            return ["algo.filter_max_rounds: only used by algo.filter_groups=true; set it, or remove this"]
+        return []
+    estimator = algo.advantage.estimator
+    if estimator not in GROUP_ESTIMATORS:
+        return [f"algo.filter_groups: only a group baseline gives an all-equal group zero advantage; "
+                f"algo.advantage.estimator={estimator!r} is not one (use one of {sorted(GROUP_ESTIMATORS)})"]
+    if n < 2:
+        return [f"algo.filter_groups: needs rollout.n_samples_per_prompt >= 2 (got {n}): a group of one sample "
+                "always has equal rewards"]
+    return []
+
+
 def _critic_usage(cfg: Config) -> list[str]:
     """`critic.enabled` must be true exactly when `algo.advantage.estimator=gae`: only GAE reads a value model."""
     estimator, enabled = cfg.algo.advantage.estimator, cfg.critic.enabled
@@ -225,6 +255,6 @@ def _unused_settings(cfg: Config) -> list[str]:
 
 
 # The order of the problems in an error; the reference lists the rules in this order too.
-CHECKS = (_group_sampling, _batch_divisibility, _kl_placement, _rollout_correction, _critic_usage, _reference_dtype,
-          _lora, _unused_settings)
+CHECKS = (_group_sampling, _batch_divisibility, _kl_placement, _adaptive_kl, _filter_groups, _rollout_correction,
+          _critic_usage, _reference_dtype, _lora, _unused_settings)
 WARNINGS = (_kl_estimator_in_reward,)

@@ -195,6 +195,16 @@ class KLConfig(_Section):
         "w * (log pi - log pi_ref) * grad log pi, w = min(pi / pi_old, 10) detached (OpenRLHF unbiased_gradient, "
         "verl 'k3+'): in expectation exactly grad KL(pi||ref) for k1, k2 and k3, also off-policy.",
     )
+    target: PositiveFloat | None = Field(
+        None, description="Adaptive KL (Ziegler et al. 2019; OpenRLHF/verl AdaptiveKLController): after each step "
+        "coef *= 1 + clip(KL / target - 1, -0.2, 0.2) * samples / horizon, KL = the mean over sequences of each "
+        "sequence's token-mean estimate between pi_old and pi_ref; coef is the starting value, saved in "
+        "checkpoints, logged as kl/coef. None = a fixed coef.",
+    )
+    horizon: PositiveInt = Field(
+        10000, description="Adaptive KL horizon H, in samples (OpenRLHF's and verl's default 10000); only with "
+        "algo.kl.target.",
+    )
 
     @property
     def applied_to(self) -> Literal["reward", "loss"] | None:
@@ -234,6 +244,23 @@ class AlgoConfig(_Section):
     advantage: AdvantageConfig = Field(default_factory=AdvantageConfig, description="Advantage estimation.")
     kl: KLConfig = Field(default_factory=KLConfig, description="KL regularisation toward the reference.")
     loss: LossConfig = Field(default_factory=LossConfig, description="Policy loss.")
+    filter_groups: bool = Field(
+        False, description="DAPO dynamic sampling: drop prompts whose samples all got the same reward (no signal "
+        "under a group baseline) and roll out further rollout.batch_size prompts until rollout.batch_size "
+        "informative groups are found (surplus discarded), for at most algo.filter_max_rounds rounds; group "
+        "estimators with n_samples_per_prompt >= 2 only.",
+    )
+    filter_max_rounds: PositiveInt = Field(
+        4, description="Rollout rounds per step with algo.filter_groups, the first included (verl's "
+        "max_num_gen_batches). When the last round leaves the batch short, the first dropped groups fill it "
+        "(logged as filter/filled_groups): every step keeps its size, and under a group baseline they add no "
+        "policy-gradient signal.",
+    )
+    mask_truncated: bool = Field(
+        False, description="DAPO overlong filtering (TRL mask_truncated_completions): a response cut at "
+        "rollout.max_new_tokens without EOS leaves the loss (its tokens masked; the loss normalizer and the "
+        "batch whitening count only the rest); its reward still enters its group's baseline.",
+    )
 
 
 class OptimConfig(_Section):

@@ -71,20 +71,33 @@ class Experience:
         }
 
 
+def _padded(exp: Experience, prompt_width: int, response_width: int) -> dict[str, torch.Tensor]:
+    """exp's tensors, prompts left-padded and responses right-padded to the widths (None fields left out)."""
+    out = {}
+    for f in fields(exp):
+        value = getattr(exp, f.name)
+        if value is None:
+            continue
+        if f.name.startswith("prompt"):
+            out[f.name] = F.pad(value, (prompt_width - value.shape[1], 0))  # left: the prompt ends where the response starts
+        else:
+            out[f.name] = F.pad(value, (0, response_width - value.shape[1]))
+    return out
+
+
 def gather_experience(exp: Experience) -> Experience:
     """Every rank's rows, in rank order (ranks hold consecutive blocks of the global batch), on every rank:
     prompts left-padded and responses right-padded to the widest rank's widths. Without torchrun: ``exp``."""
     if dist.world_size() == 1:
         return exp
     prompt_width, response_width = dist.global_max(torch.tensor([exp.prompt_ids.shape[1], exp.response_ids.shape[1]])).tolist()
-    gathered = {}
-    for f in fields(exp):
-        value = getattr(exp, f.name)
-        if value is None:
-            continue
-        if f.name.startswith("prompt"):
-            value = F.pad(value, (prompt_width - value.shape[1], 0))  # left: the prompt ends where the response starts
-        else:
-            value = F.pad(value, (0, response_width - value.shape[1]))
-        gathered[f.name] = dist.gather_rows(value)
-    return Experience(**gathered)
+    return Experience(**{name: dist.gather_rows(value) for name, value in _padded(exp, prompt_width, response_width).items()})
+
+
+def concat_rows(parts: list[tuple[Experience, torch.Tensor]]) -> Experience:
+    """The rows ``index`` of each experience, in order, as one experience padded to the widest part."""
+    prompt_width = max(exp.prompt_ids.shape[1] for exp, _ in parts)
+    response_width = max(exp.response_ids.shape[1] for exp, _ in parts)
+    padded = [_padded(exp, prompt_width, response_width) for exp, _ in parts]
+    return Experience(**{name: torch.cat([p[name][index] for p, (_, index) in zip(padded, parts)])
+                         for name in padded[0]})

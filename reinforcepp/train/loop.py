@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -9,12 +10,13 @@ from pathlib import Path
 
 import torch
 
-from reinforcepp.algos import compute_advantages, kl_estimate
+from reinforcepp.algos import compute_advantages, kl_estimate, sequence_mean_kl, truncation_mask
 from reinforcepp.config import Config
 from reinforcepp.eval import eval_metrics, run_eval_suite
 from reinforcepp.rollout import Rollout, RowStreams, SamplingParams, TorchEngine
 
 from . import dist, sharding
+from .dynamic_sampling import Samples, fill_with_informative_groups
 from .experience import Experience, gather_experience
 from .forward import autocast_dtype, critic_values, policy_logprobs
 from .metrics import open_metrics_log
@@ -26,6 +28,8 @@ from .state import refuse_to_overwrite, restore_state, save_final, save_state
 from .stats import step_metrics
 from .update import rank_micro_batches, shuffled_orders, single_pass, update_actor, update_critic
 
+log = logging.getLogger(__name__)
+
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The randomness of one RL step (sampling, shuffling) depends only on (seed, step), so a resumed
@@ -35,9 +39,11 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 @contextmanager
 def timed(timings: dict[str, float], name: str):
+    """Add the block's seconds to timings["timing/<name>"] (summed over algo.filter_groups' rounds)."""
     start = time.perf_counter()
     yield
-    timings[f"timing/{name}"] = time.perf_counter() - start
+    key = f"timing/{name}"
+    timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
 
 
 def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] | None = None) -> Path:
@@ -51,7 +57,7 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
         start = 0
     run.metrics = open_metrics_log(cfg, start)
     n, algo = cfg.rollout.n_samples_per_prompt, cfg.algo
-    score = RewardPipeline(run.scorer, run.reward_transform, cfg.reward, cfg.rollout.max_new_tokens)
+    pipeline = RewardPipeline(run.scorer, run.reward_transform, cfg.reward, cfg.rollout.max_new_tokens)
     drift = DriftWarnings()
     try:
         if start == 0 and cfg.train.eval_every and cfg.eval.before_training:
@@ -60,62 +66,64 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
             timings: dict[str, float] = {}
             generator = step_generator(cfg.seed, step)
             step_start, collectives_start = time.perf_counter(), dist.collective_seconds()
-            # 1. Sample a batch of prompts (the same on every rank); each rank takes its block of whole groups.
-            prompt_indices, prompts = run.next_prompts()
-            mine = dist.shard_range(len(prompts))
-            local = [prompts[i] for i in mine]
-            # 2. Roll out n responses per prompt with the current (old) policy; each row's randomness comes
-            #    from (seed, step, global prompt position, sample), so any number of ranks samples the same.
-            with timed(timings, "rollout"):
-                refresh_sampler(run)
-                streams = RowStreams.for_prompts(cfg.seed, step, torch.tensor(list(mine)), n)
-                rollout = run.engine.generate([p.token_ids for p in local], run.sampling, n, streams)
-            # 3. Score every response into R, the global batch's (train/scoring.py: the whole path from the reward
-            #    function to R); ReMax also scores a greedy response per prompt, its baseline, the same way.
+            kl_in_reward = algo.kl.applied_to == "reward"
+            source = old_logp_source(run, kl_in_reward, cfg.rollout.batch_size * n)
+            # 1-3. Sample prompts, roll out n responses each with the current (old) policy and score them into R
+            #      (train/scoring.py: the whole path from the reward function to R; ReMax also scores a greedy
+            #      response per prompt, its baseline, the same way); with algo.filter_groups, rounds until the
+            #      batch is made of groups whose rewards differ (DAPO).
+            samples = roll_out(run, pipeline, step, 0, source, timings)
+            filter_metrics = {}
+            if algo.filter_groups:
+                samples, filter_metrics = fill_with_informative_groups(
+                    samples, lambda k: roll_out(run, pipeline, step, k, source, timings), cfg, step)
+            prompt_indices, exp, finished = samples.prompt_indices, samples.exp, samples.finished
             with timed(timings, "reward"):
-                greedy = greedy_rollout(run, local) if algo.advantage.estimator == "remax" else None
-                scores = score(local, rollout, n, step, greedy=greedy)
-            # 4. Experience: every rank gathers the global batch, then log pi_old, log pi_ref, values and the
-            #    per-token KL, each rank computing the rows of its share of the update's first-epoch micro-batches.
+                scores = pipeline.finish(samples.rewards, n, step)
+            response_lengths = exp.response_mask.sum(dim=1)  # before any row or token leaves the loss
+            exp.keep_rows(scores.kept)  # samples the reward skipped (ReMax: or whose baseline it skipped) leave
+            if algo.mask_truncated:  # DAPO overlong filtering: out of the loss and the whitening, still in baselines
+                exp.response_mask = truncation_mask(exp.response_mask, finished)
+                check_all_truncated(exp.response_mask, step)
+            # 4. Experience: log pi_old, log pi_ref, values and the per-token KL over the global batch, each rank
+            #    computing the rows of its share of the update's first-epoch micro-batches.
             with timed(timings, "experience"):
-                exp = Experience.from_rollout(rollout)
-                kl_in_reward = algo.kl.applied_to == "reward"
-                source = old_logp_source(run, kl_in_reward, cfg.rollout.batch_size * n)
-                if source == "rollout":
-                    exp.old_logp = rollout.logprobs.float() * exp.response_mask
-                if algo.loss.tis_cap is not None:  # the sampler's log-probs, for the rollout correction
-                    exp.rollout_logp = rollout.logprobs.float() * exp.response_mask
-                exp = gather_experience(exp)
-                exp.keep_rows(scores.kept)  # samples the reward skipped (ReMax: or whose baseline it skipped) leave
-                finished = dist.gather_rows(rollout.finished)
                 # the update's shuffles, drawn first: these passes then batch rows as its first epoch does
                 actor_orders = shuffled_orders(cfg, len(scores.rewards), generator)
                 critic_orders = shuffled_orders(cfg, len(scores.rewards), generator) if run.critic is not None else None
                 exp = make_experience(run, exp, source, policy_order=actor_orders[0],
                                       critic_order=None if critic_orders is None else critic_orders[0])
                 kl = kl_estimate(exp.old_logp, exp.ref_logp, algo.kl.estimator, clamp=algo.kl.clamp) if kl_in_reward else None
+                kl_coef = run.kl_controller.coef  # this step's beta (algo.kl.target: adapted after each step)
                 # 5. Advantages (REINFORCE++: token returns, then the global batch z-score).
                 advantages, returns = compute_advantages(
                     algo.advantage.estimator, rewards=scores.rewards, mask=exp.response_mask, group_size=n,
-                    kl=kl, kl_coef=algo.kl.coef if kl_in_reward else 0.0, gamma=algo.advantage.gamma,
+                    kl=kl, kl_coef=kl_coef if kl_in_reward else 0.0, gamma=algo.advantage.gamma,
                     lam=algo.advantage.lam, values=exp.values, greedy_rewards=scores.greedy,
                 )
                 exp.advantages = to_float32(advantages, f"step {step}: advantages")
                 exp.returns = to_float32(returns, f"step {step}: returns")
             # 6. Update: PPO-clip epochs over shuffled mini-batches (and the critic for PPO).
             with timed(timings, "update"):
-                stats = update_actor(run.actor, exp, cfg, actor_orders, step=step)
+                stats = update_actor(run.actor, exp, cfg, actor_orders, step=step, kl_coef=kl_coef)
                 if run.critic is not None:
                     stats |= update_critic(run.critic, exp, cfg, critic_orders, step=step)
                 check_weights({"policy": run.policy, "critic": run.critic and run.critic.model}, step)
             timings["timing/step"] = time.perf_counter() - step_start
             if dist.initialized():
                 timings["timing/collectives"] = dist.collective_seconds() - collectives_start
-            # 7. Log, evaluate, checkpoint.
-            metrics = step_metrics(run, exp, scores.raw, finished, n, stats, timings) | scores.metrics()
+            # 7. Adapt beta to this step's KL (algo.kl.target); log, evaluate, checkpoint.
+            if exp.ref_logp is not None:
+                run.kl_controller.observe(float(sequence_mean_kl(exp.old_logp, exp.ref_logp, exp.response_mask,
+                                                                 algo.kl.estimator, clamp=algo.kl.clamp)))
+                stats["kl/coef"] = kl_coef
+            if algo.mask_truncated:
+                stats["rollout/masked_truncated"] = float((~finished).sum())
+            metrics = step_metrics(run, exp, scores.raw, finished, n, stats | filter_metrics, timings,
+                                   lengths=response_lengths) | scores.metrics()
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.num_steps):
                 metrics |= evaluate(run)
-            log_samples(run, step, prompt_indices, local, rollout, scores.raw, exp)
+            log_samples(run, step, prompt_indices, exp, scores.raw, finished, response_lengths)
             run.metrics.log(step, metrics)  # and report.html after an evaluation
             drift.check(cfg, step, metrics)
             if cfg.log.prompt_rewards:
@@ -129,6 +137,41 @@ def train(cfg: Config, *, on_step_end: Callable[[int, dict[str, float]], None] |
         return final
     finally:
         run.metrics.close()
+
+
+def roll_out(run: Run, pipeline: RewardPipeline, step: int, round_index: int, source: str,
+             timings: dict[str, float]) -> Samples:
+    """One round: the next rollout.batch_size prompts (the same on every rank; each rank takes its block of whole
+    groups), n responses each, scored; returned with every rank's rows. Each row's randomness comes from (seed,
+    step, global prompt position + round * rollout.batch_size, sample), so any number of ranks samples the same."""
+    cfg, n = run.cfg, run.cfg.rollout.n_samples_per_prompt
+    prompt_indices, prompts = run.next_prompts()
+    mine = dist.shard_range(len(prompts))
+    local = [prompts[i] for i in mine]
+    with timed(timings, "rollout"):
+        refresh_sampler(run)
+        streams = RowStreams.for_prompts(cfg.seed, step, torch.tensor(list(mine)) + round_index * len(prompts), n)
+        rollout = run.engine.generate([p.token_ids for p in local], run.sampling, n, streams)
+    with timed(timings, "reward"):
+        greedy = greedy_rollout(run, local) if cfg.algo.advantage.estimator == "remax" else None
+        rewards = pipeline.score_round(local, rollout, n, greedy=greedy)
+    with timed(timings, "experience"):
+        exp = Experience.from_rollout(rollout)
+        if source == "rollout":
+            exp.old_logp = rollout.logprobs.float() * exp.response_mask
+        if cfg.algo.loss.tis_cap is not None:  # the sampler's log-probs, for the rollout correction
+            exp.rollout_logp = rollout.logprobs.float() * exp.response_mask
+        exp = gather_experience(exp)
+        finished = dist.gather_rows(rollout.finished)
+    return Samples(prompt_indices, exp, rewards, finished)
+
+
+def check_all_truncated(response_mask: torch.Tensor, step: int) -> None:
+    """algo.mask_truncated on a step whose responses were all cut: nothing is left to learn from (the loss is
+    0, its normalizer clamped to 1, as TRL); said once per such step rather than passed over."""
+    if not bool(response_mask.any()):
+        log.warning("step %d: every response hit rollout.max_new_tokens without EOS; algo.mask_truncated leaves "
+                    "no token in the loss", step)
 
 
 def old_logp_source(run: Run, kl_in_reward: bool, num_sequences: int) -> str:

@@ -26,6 +26,7 @@ from reinforcepp.threads import apply_threads
 
 from . import dist, sharding
 from .checkpoint import CHECKPOINTS, remove_stale_temp_dirs
+from .kl_control import KLController
 from .metrics import MetricsLog
 from .optim import build_optimizer
 from .reference import Reference, build_reference, copies_policy
@@ -54,6 +55,7 @@ class Run:
     scorer: Scorer
     reward_transform: RewardTransform
     skipped_prompts: int
+    kl_controller: KLController
     metrics: MetricsLog | None = None
     sharded: bool = False  # FSDP2 under torchrun: the engine samples from a replica synced each step
     replica_version: int | None = None  # the policy's optimizer step count the replica holds (sharded runs)
@@ -260,7 +262,7 @@ def build_run(cfg: Config) -> Run:
         scorer=build_scorer(cfg, tokenizer, device, function),
         reward_transform=RewardTransform(cfg.reward.normalize, cfg.reward.mean, cfg.reward.std,
                                          cfg.reward.clip, cfg.reward.scale),
-        skipped_prompts=skipped, sharded=sharded,
+        skipped_prompts=skipped, kl_controller=KLController(cfg), sharded=sharded,
     )
 
 

@@ -18,26 +18,29 @@ from .scoring import response_token_ids
 COLUMNS = ("step", "prompt_index", "sample", "prompt", "completion", "reward", "advantage", "length", "finished")
 
 
-def log_samples(run, step: int, prompt_indices: list[int], local: list[Prompt], rollout: Rollout,
-                raw_rewards: torch.Tensor, exp: Experience) -> None:
+def log_samples(run, step: int, prompt_indices: list[int], exp: Experience, raw_rewards: torch.Tensor,
+                finished: torch.Tensor, lengths: torch.Tensor) -> None:
     """The step's sample table to the run's metrics log, every log.samples_every steps and at the last step."""
     cfg = run.cfg
     every = cfg.log.samples_every
     if every and (step % every == 0 or step == cfg.train.num_steps) and dist.is_main():
-        run.metrics.log_samples(step, sample_rows(step, run.tokenizer, prompt_indices, local, rollout, raw_rewards,
-                                                  exp, cfg.rollout.n_samples_per_prompt, cfg.log.samples_count))
+        prompts = [run.prompts[i] for i in prompt_indices[: cfg.log.samples_count]]
+        run.metrics.log_samples(step, sample_rows(step, run.tokenizer, prompt_indices, prompts, exp, raw_rewards,
+                                                  finished, lengths, cfg.rollout.n_samples_per_prompt))
 
 
-def sample_rows(step: int, tokenizer, prompt_indices: list[int], local: list[Prompt], rollout: Rollout,
-                raw_rewards: torch.Tensor, exp: Experience, n: int, count: int) -> list[dict]:
-    """One row per completion of the first ``count`` prompts of this rank's block (rank 0's block opens the
-    global batch, so its rows are the first rows of ``raw_rewards`` and ``exp``, gathered over ranks).
+def sample_rows(step: int, tokenizer, prompt_indices: list[int], prompts: list[Prompt], exp: Experience,
+                raw_rewards: torch.Tensor, finished: torch.Tensor, lengths: torch.Tensor, n: int) -> list[dict]:
+    """One row per completion of ``prompts``, the first prompts of the step's global batch (``exp``, rows in
+    groups of ``n``; ``lengths`` [B]: each response's tokens, EOS included, before any row left the loss).
 
     reward: the raw reward (None where the reward function skipped the sample); advantage: the mean of the
-    completion's token advantages (None for a skipped sample, which leaves the update)."""
-    rows = min(count, len(local)) * n
-    texts = completion_texts(tokenizer, rollout, rows)
-    lengths = rollout.response_lengths()[:rows].tolist()
+    completion's token advantages (None for a sample that left the update)."""
+    rows = len(prompts) * n
+    lengths = lengths[:rows].long().tolist()
+    # responses are right-padded: a response is its first `length` tokens; EOS is left out, as the reward sees it
+    texts = tokenizer.batch_decode([exp.response_ids[row, : lengths[row]].tolist() for row in range(rows)],
+                                   skip_special_tokens=True)
     mask = exp.response_mask[:rows].double()
     tokens = mask.sum(dim=1)
     mean_advantage = (exp.advantages[:rows].double() * mask).sum(dim=1) / tokens.clamp(min=1)
@@ -48,12 +51,12 @@ def sample_rows(step: int, tokenizer, prompt_indices: list[int], local: list[Pro
             "step": step,
             "prompt_index": prompt_indices[row // n],
             "sample": row % n,
-            "prompt": local[row // n].text,
+            "prompt": prompts[row // n].text,
             "completion": texts[row],
             "reward": reward if math.isfinite(reward) else None,
             "advantage": float(mean_advantage[row]) if tokens[row] > 0 else None,
             "length": lengths[row],
-            "finished": bool(rollout.finished[row]),
+            "finished": bool(finished[row]),
         })
     return out
 

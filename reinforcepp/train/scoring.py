@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -146,6 +146,27 @@ def check_skipped(raw_rewards: torch.Tensor, max_fraction: float, source: str, s
 
 
 @dataclass
+class RoundRewards:
+    """Stages 1-4 of one rollout round, over the global batch (every rank's rows, in rank order), B samples in
+    groups of n. DAPO's dynamic sampling (algo.filter_groups) selects whole groups of several rounds' before the
+    step's rewards are finished (:meth:`RewardPipeline.finish`)."""
+
+    raw: torch.Tensor  # [B] float32: the source's score plus the overlong penalty; NaN where skipped
+    filled: torch.Tensor  # [B] float32: ``raw`` with skipped samples filled by their group's mean (fill_skipped)
+    kept: torch.Tensor  # [B] bool: the samples that stay in the update
+    greedy_raw: torch.Tensor | None = None  # [B] float32: ReMax, the raw R of each sample's greedy response
+
+    def rows(self, index: torch.Tensor) -> RoundRewards:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return RoundRewards(**{name: None if value is None else value[index] for name, value in values.items()})
+
+    @staticmethod
+    def cat(parts: list[RoundRewards]) -> RoundRewards:
+        columns = {f.name: [getattr(part, f.name) for part in parts] for f in fields(RoundRewards)}
+        return RoundRewards(**{name: None if parts[0] is None else torch.cat(parts) for name, parts in columns.items()})
+
+
+@dataclass
 class StepRewards:
     """One step's rewards over the global batch (every rank's rows, in rank order). Shapes: B samples."""
 
@@ -160,7 +181,9 @@ class StepRewards:
 
 
 class RewardPipeline:
-    """The module docstring's six stages: ``pipeline(prompts, rollout, n, step, greedy=...)`` -> :class:`StepRewards`.
+    """The module docstring's six stages: ``pipeline(prompts, rollout, n, step, greedy=...)`` -> :class:`StepRewards`;
+    in two calls where rounds are selected in between: :meth:`score_round` (stages 1-3, the skips marked), then
+    :meth:`finish` on the step's batch (4: the check, 5, 6).
 
     ReMax (``greedy``: the greedy rollout of this rank's prompts, one response each) scores its baseline through
     stages 1-3 and 6 exactly as the samples (the same penalty and transform: R(greedy) is the same quantity as
@@ -177,24 +200,31 @@ class RewardPipeline:
         local = self.scorer(prompts, rollout, n) + length_penalty(rollout, self.reward, self.max_new_tokens)
         return dist.gather_rows(local)
 
-    def __call__(self, prompts: list[Prompt], rollout: Rollout, n: int, step: int,
-                 greedy: Rollout | None = None) -> StepRewards:
+    def score_round(self, prompts: list[Prompt], rollout: Rollout, n: int,
+                    greedy: Rollout | None = None) -> RoundRewards:
+        """Stages 1-3 of one round, and which samples a skip takes out of the update."""
         raw = self.raw(prompts, rollout, n)
-        scored = torch.isfinite(raw)
-        kept, greedy_raw, skipped_baselines = scored, None, 0
+        kept, greedy_raw = torch.isfinite(raw), None
         if greedy is not None:
-            greedy_raw = self.raw(prompts, greedy, 1)  # [P]
-            skipped_baselines = int((~torch.isfinite(greedy_raw)).sum())
-            greedy_raw = greedy_raw.repeat_interleave(n)
-            kept = scored & torch.isfinite(greedy_raw)
+            greedy_raw = self.raw(prompts, greedy, 1).repeat_interleave(n)
+            kept = kept & torch.isfinite(greedy_raw)
+        return RoundRewards(raw=raw, filled=fill_skipped(raw, n), kept=kept, greedy_raw=greedy_raw)
+
+    def finish(self, scored: RoundRewards, n: int, step: int) -> StepRewards:
+        """Stages 4 (the reward.max_skipped_fraction check), 5 and 6 on the step's batch."""
+        raw, kept, greedy_raw = scored.raw, scored.kept, scored.greedy_raw
+        skipped_baselines = 0 if greedy_raw is None else int((~torch.isfinite(greedy_raw)).sum()) // n
         check_skipped(raw, self.reward.max_skipped_fraction, self.scorer.name, step, kept)
         if skipped_baselines and dist.is_main():
             log.warning("step %d: %s returned None (skip) for the greedy response of %d prompt(s): without ReMax's "
                         "baseline their samples leave the update", step, self.scorer.name, skipped_baselines)
-        self.transform.observe(raw[scored])
-        filled = fill_skipped(raw, n)
-        rewards = self.transform(filled.double())
+        self.transform.observe(raw[torch.isfinite(raw)])
+        rewards = self.transform(scored.filled.double())
         baseline = None
         if greedy_raw is not None:  # a prompt without a baseline: its own R stands in (advantage 0, masked anyway)
-            baseline = self.transform(torch.where(torch.isfinite(greedy_raw), greedy_raw, filled).double())
+            baseline = self.transform(torch.where(torch.isfinite(greedy_raw), greedy_raw, scored.filled).double())
         return StepRewards(raw=raw, rewards=rewards, greedy=baseline, kept=kept, skipped_baselines=skipped_baselines)
+
+    def __call__(self, prompts: list[Prompt], rollout: Rollout, n: int, step: int,
+                 greedy: Rollout | None = None) -> StepRewards:
+        return self.finish(self.score_round(prompts, rollout, n, greedy), n, step)

@@ -1,5 +1,5 @@
 """What a checkpoint of the RL loop holds, and putting it back: models, optimizers, schedulers, the
-data position, the reward normalizer and the RNG states."""
+data position, the reward normalizer, the adaptive KL coefficient and the RNG states."""
 
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ def _parts(run: Run) -> tuple[dict, dict]:
         "sampler": run.sampler,
         "reward_transform": run.reward_transform,
     }
+    if run.kl_controller.adaptive:  # only then: checkpoints of fixed-coef runs keep their layout
+        objects["kl_controller"] = run.kl_controller
     if run.critic is not None:
         modules["critic"] = run.critic.model
         objects |= {"critic_optimizer": run.critic.optimizer, "critic_scheduler": run.critic.scheduler}

@@ -45,10 +45,12 @@ def model_state_mb(run) -> float:
 
 
 def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, finished: torch.Tensor, n: int,
-                 update_stats: dict[str, float], timings: dict[str, float]) -> dict[str, float]:
-    """The step's metrics over the global batch (exp, raw_rewards [B], finished [B]: every rank's rows)."""
+                 update_stats: dict[str, float], timings: dict[str, float], *,
+                 lengths: torch.Tensor | None = None) -> dict[str, float]:
+    """The step's metrics over the global batch (exp, raw_rewards [B], finished [B]: every rank's rows).
+    ``lengths`` [B]: the response lengths, when exp.response_mask no longer shows them (algo.mask_truncated)."""
     mask = exp.response_mask
-    lengths = mask.sum(dim=1).double()
+    lengths = (mask.sum(dim=1) if lengths is None else lengths).double()
     out = {
         **_moments("reward", raw_rewards),
         "reward/skipped": float((~torch.isfinite(raw_rewards)).sum()),
@@ -72,7 +74,7 @@ def step_metrics(run, exp: Experience, raw_rewards: torch.Tensor, finished: torc
         out["kl/seq_k1"] = ((exp.old_logp - exp.ref_logp) * mask).sum(dim=1).mean().item()
     if exp.values is not None:
         out["critic/values_mean"] = masked_mean(exp.values.double(), mask).item()
-    generated = mask.sum().item()
+    generated = lengths.sum().item()  # every generated token, masked ones too
     out["perf/tokens_per_s"] = generated / timings["timing/step"]
     out["perf/rollout_tokens_per_s"] = generated / timings["timing/rollout"]
     out["perf/model_state_mb"] = dist.global_max(torch.tensor(model_state_mb(run))).item()

@@ -130,7 +130,7 @@ def single_pass(cfg: Config, num_sequences: int) -> bool:
 
 
 def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[torch.Tensor], *,
-                 step: int | None = None) -> dict[str, float]:
+                 step: int | None = None, kl_coef: float | None = None) -> dict[str, float]:
     """PPO-clip updates of the policy over the experience (paper eq. 1, plus the KL/entropy loss terms), its
     rows taken in ``orders`` (:func:`shuffled_orders`).
 
@@ -138,13 +138,14 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[t
     With ``exp.old_logp`` None (allowed only for a :func:`single_pass` update) log pi_old is taken from the
     update's own forward, detached, and written to ``exp.old_logp``: one forward pass fewer per step.
     With train.target_kl set, the update stops early (:func:`_kl_stop`). ``step``: the RL step, for messages.
+    ``kl_coef``: the KL loss weight of this step (the run's KL controller); None = algo.kl.coef.
     """
     old_from_forward = exp.old_logp is None
     if old_from_forward:
         if not single_pass(cfg, exp.response_ids.shape[0]):
             raise ValueError("update_actor: exp.old_logp is needed unless the update is one epoch of one mini-batch")
         exp.old_logp = torch.zeros(exp.response_mask.shape, dtype=torch.float32)
-    settings = objective_settings(cfg)
+    settings = objective_settings(cfg, kl_coef)
     meter = _Meter()
     skipped, stopped_at = 0, 0
     for index, rows in enumerate(optimizer_steps(cfg, orders), start=1):
@@ -196,13 +197,15 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[t
             **({"actor/kl_stop_minibatch": float(stopped_at)} if cfg.train.target_kl is not None else {})}
 
 
-def objective_settings(cfg: Config) -> ObjectiveSettings:
+def objective_settings(cfg: Config, kl_coef: float | None = None) -> ObjectiveSettings:
     """The actor objective's terms as the config sets them (the KL loss term only where
-    :attr:`KLConfig.applied_to` puts the KL in the loss)."""
+    :attr:`KLConfig.applied_to` puts the KL in the loss); ``kl_coef``: this step's KL weight when the adaptive
+    controller sets it (None = algo.kl.coef)."""
     loss, kl = cfg.algo.loss, cfg.algo.kl
+    kl_coef = kl.coef if kl_coef is None else kl_coef
     return ObjectiveSettings(
         clip_low=loss.clip_low, clip_high=loss.clip_high, dual_clip=loss.dual_clip, ratio_level=loss.ratio_level,
-        tis_cap=loss.tis_cap, kl_coef=kl.coef if kl.applied_to == "loss" else 0.0, kl_estimator=kl.estimator,
+        tis_cap=loss.tis_cap, kl_coef=kl_coef if kl.applied_to == "loss" else 0.0, kl_estimator=kl.estimator,
         kl_clamp=kl.clamp, kl_unbiased=kl.unbiased_gradient, entropy_coef=loss.entropy_coef, agg=loss.agg,
         token_norm=loss.token_norm or cfg.rollout.max_new_tokens,
     )

@@ -38,3 +38,24 @@ def varied_reward(tmp_path):
     path.write_text("def reward_func(prompts, completions, **kwargs):\n"
                     "    return [float(sum(map(ord, c)) % 7) for c in completions]\n")
     return path
+
+
+@pytest.fixture
+def interrupted_and_resumed(make_config, tmp_path):
+    """train(preset, overrides) into tmp_path/full uninterrupted, and into tmp_path/cut stopped after step 3
+    (KeyboardInterrupt) and resumed; returns the two run directories."""
+    from reinforcepp.train.loop import train
+
+    def run(preset, *overrides):
+        train(make_config(preset, *overrides, f"output_dir={tmp_path / 'full'}"))
+
+        def crash(step, _):
+            if step == 3:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            train(make_config(preset, *overrides, f"output_dir={tmp_path / 'cut'}"), on_step_end=crash)
+        train(make_config(preset, *overrides, f"output_dir={tmp_path / 'cut'}", "ckpt.resume=true"))
+        return tmp_path / "full", tmp_path / "cut"
+
+    return run

@@ -249,3 +249,19 @@ def test_lora_on_two_ranks_trains_as_one_process_and_resumes_bitwise(tiny_dir, p
     for file in ("model.safetensors", "adapter/adapter_model.safetensors"):
         a, b = (load_file(run / "final" / file) for run in (two, resumed))
         assert all(torch.equal(a[name], b[name]) for name in a), file
+
+
+def test_dynamic_sampling_and_adaptive_kl_do_not_depend_on_the_number_of_ranks(tiny_dir, prompt_file, tmp_path):
+    # the toy reward is 0 for most samples of a random model: many equal groups, so extra rounds and fills
+    reward = "reinforcepp.rewards.toy:target_char_share"
+    extra = ["rollout.n_samples_per_prompt=2", "train.batch_size=8", "algo.filter_groups=true",
+             "algo.kl.target=1e-6", "algo.kl.horizon=8"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _ok(run_cli("grpo", _overrides(tiny_dir, prompt_file, reward, one, *extra), ranks=0))
+    _ok(run_cli("grpo", _overrides(tiny_dir, prompt_file, reward, two, *extra), ranks=2))
+    rows_one, rows_two = metrics(one), metrics(two)
+    assert any(r["filter/rounds"] > 1 for r in rows_one)
+    for r1, r2 in zip(rows_one, rows_two, strict=True):
+        for key in ("filter/rounds", "filter/dropped_groups", "filter/filled_groups", "reward/mean"):
+            assert r1[key] == r2[key], key  # one decision from the gathered rewards: the same groups
+        assert r2["kl/coef"] == pytest.approx(r1["kl/coef"], rel=1e-6)

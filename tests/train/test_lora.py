@@ -247,17 +247,8 @@ def test_the_samplers_replica_gathers_the_frozen_base_once():
 
 
 @pytest.mark.slow
-def test_interrupted_and_resumed_lora_run_is_bitwise_equal(make_config, varied_reward, tmp_path):
-    overrides = (*LORA, f"reward.function={varied_reward}", "train.num_steps=4", "ckpt.every=2")
-    train(make_config(PRESET, *overrides, f"output_dir={tmp_path / 'full'}"))
-
-    def crash(step, _):
-        if step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(make_config(PRESET, *overrides, f"output_dir={tmp_path / 'cut'}"), on_step_end=crash)
-    train(make_config(PRESET, *overrides, f"output_dir={tmp_path / 'cut'}", "ckpt.resume=true"))
+def test_interrupted_and_resumed_lora_run_is_bitwise_equal(interrupted_and_resumed, varied_reward, tmp_path):
+    interrupted_and_resumed(PRESET, *LORA, f"reward.function={varied_reward}", "train.num_steps=4", "ckpt.every=2")
 
     for file in ("model.safetensors", "adapter/adapter_model.safetensors"):
         a, b = (load_file(tmp_path / run / "final" / file) for run in ("full", "cut"))
