@@ -70,7 +70,8 @@ def check_sources(cfg: Config, *, need_prompts: bool = True) -> None:
     if not cfg.model.policy:
         problems.append("model.policy: set the policy model (a Hugging Face hub id or a local directory)")
     if need_prompts and not cfg.data.prompts:
-        problems.append("data.prompts: set the prompts (JSONL, Parquet, or a saved datasets directory)")
+        problems.append("data.prompts: set the prompts (JSONL, Parquet, a saved datasets directory or a "
+                        "datasets.load_dataset name)")
     if (cfg.reward.function is None) == (cfg.model.reward_model is None):
         problems.append("reward.function / model.reward_model: set exactly one reward source")
     if problems:
