@@ -66,7 +66,8 @@ class BudgetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     samples_per_step: PositiveInt | None = Field(
         None, description="Samples per RL step of every run: rollout.batch_size = this / rollout.n_samples_per_prompt.")
-    prompts_per_step: PositiveInt | None = Field(None, description="Prompts per RL step of every run (rollout.batch_size).")
+    prompts_per_step: PositiveInt | None = Field(
+        None, description="Prompts per RL step of every run (rollout.batch_size).")
     steps: PositiveInt | None = Field(None, description="RL steps of every run (train.num_steps).")
 
     @model_validator(mode="after")

@@ -35,7 +35,7 @@ def read_rows(path: str | Path, prompt_key: str | None) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq  # imported at the edge: only Parquet users need it
 
         return _check_rows(pq.read_table(whole).to_pylist(), prompt_key, text)
-    if whole.is_file() or whole.suffix in JSONL_SUFFIXES:
+    if whole.suffix in JSONL_SUFFIXES or (whole.is_file() and whole.suffix != ".py"):  # a script: load_dataset's
         return read_jsonl(whole, prompt_key)
     reference, _, split = text.rpartition(":") if ":" in text and not whole.exists() else (text, "", "")
     if is_saved_dataset(Path(reference)):

@@ -79,7 +79,8 @@ def test_preference_pairs_with_an_implicit_or_explicit_prompt():
     question = [{"role": "user", "content": "sky?"}]
     blue, green = [{"role": "assistant", "content": "blue"}], [{"role": "assistant", "content": "green"}]
     implicit = {"chosen": question + blue, "rejected": question + green}
-    assert preference_example(implicit, "prompt", "chosen", "rejected", "r") == (question, blue, green)  # extract_prompt
+    # the prompt is their common first turns, as trl.extract_prompt
+    assert preference_example(implicit, "prompt", "chosen", "rejected", "r") == (question, blue, green)
     explicit = {"prompt": question, "chosen": blue, "rejected": green}
     assert preference_example(explicit, "prompt", "chosen", "rejected", "r") == (question, blue, green)
     with pytest.raises(DataError, match="^r: no 'prompt'; give one"):

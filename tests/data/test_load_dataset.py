@@ -89,7 +89,8 @@ def test_a_run_trains_on_a_dataset_config_and_split(tiny_dir, dataset_dir, tmp_p
     from reinforcepp.cli import main
 
     code = main(["train", f"model.policy={tiny_dir}", f"data.prompts={dataset_dir}/easy:train",
-                 f"data.eval_prompts={dataset_dir}/easy:test", "reward.function=reinforcepp.rewards.toy:leading_integer",
+                 f"data.eval_prompts={dataset_dir}/easy:test",
+                 "reward.function=reinforcepp.rewards.toy:leading_integer",
                  "rollout.batch_size=2", "rollout.max_new_tokens=3", "train.batch_size=2", "train.micro_batch_size=2",
                  "train.num_steps=1", "log.progress=false", "log.tensorboard=false", f"output_dir={tmp_path / 'run'}"])
     assert code == 0
@@ -97,3 +98,14 @@ def test_a_run_trains_on_a_dataset_config_and_split(tiny_dir, dataset_dir, tmp_p
     assert "first prompt, as the model is given it" in out
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert metrics and metrics[-1]["step"] == 1
+
+
+def test_a_dataset_script_goes_to_load_dataset_not_the_jsonl_reader(tmp_path):
+    script = tmp_path / "my_set.py"
+    script.write_text("import datasets\n")
+    try:
+        rows = read_rows(f"{script}:train", "prompt")  # datasets < 4 runs scripts
+    except DataError as exc:  # datasets >= 4 refuses them, in its own words
+        assert f"datasets.load_dataset({str(script)!r}, None, split='train') failed" in str(exc)
+    else:
+        assert rows
