@@ -196,6 +196,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow  # two spawned processes: about 7 s
 def test_no_semaphore_leaks_when_runs_train_in_subprocesses(tmp_path):
     import os
     import subprocess
