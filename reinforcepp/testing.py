@@ -57,10 +57,17 @@ def tiny_model(vocab_size: int | None = None, *, hidden: int = 64, layers: int =
     return LlamaForCausalLM(config).float().eval()
 
 
-def save_tiny_checkpoint(path: str | Path, *, seed: int = 0, **model_kwargs) -> Path:
-    """Write a tiny model and its tokenizer to ``path``; returns the path."""
+# A chat template of the tiny tokenizer's characters: each message as `r:content.` (r: the role's first letter),
+# then `a:` when asked for the generation prompt.
+TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }}.{% endfor %}"
+                      "{% if add_generation_prompt %}a:{% endif %}")
+
+
+def save_tiny_checkpoint(path: str | Path, *, seed: int = 0, chat_template: str | None = None, **model_kwargs) -> Path:
+    """Write a tiny model and its tokenizer (with ``chat_template``, e.g. :data:`TINY_CHAT_TEMPLATE`, when
+    given) to ``path``; returns the path."""
     path = Path(path)
-    tok = tiny_tokenizer()
+    tok = tiny_tokenizer(chat_template)
     model = tiny_model(len(tok), seed=seed, **model_kwargs)
     model.save_pretrained(path)
     tok.save_pretrained(path)

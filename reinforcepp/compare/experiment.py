@@ -2,12 +2,15 @@
 how each run's config is composed from them.
 
 A run's config = schema defaults <- shared config <- preset <- experiment overrides <- run overrides <-
-command-line overrides, then ``seed`` and ``output_dir`` set by the runner. The layers are merged as plain
+command-line overrides, then the ``budget`` (in prompts or in samples per step, so a preset drawing one sample
+per prompt and one drawing four can be given the same samples) and ``seed`` and ``output_dir`` set by the runner.
+Overrides are dotted ``key=value`` strings or a mapping shaped like the config. The layers are merged as plain
 mappings and validated once, with the config's own validation, so a run's errors read like any config error.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -16,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from reinforcepp.config import Config, ConfigError, validate_config
 from reinforcepp.config.errors import config_error_from
+from reinforcepp.config.schema import RolloutConfig
 from reinforcepp.config.loader import _apply_override
 from reinforcepp.config.sources import config_path, deep_merge, is_preset_name, read_config_data, read_yaml
 from reinforcepp.presets import preset_names
@@ -27,6 +31,16 @@ from reinforcepp.report.html import slug  # labels are free text such as 'REINFO
 
 # Set by the runner for every run: an override of these would be silently replaced, so it is refused.
 RUNNER_FIELDS = ("seed", "output_dir")
+BUDGET_FIELDS = {"samples_per_step": "rollout.batch_size", "prompts_per_step": "rollout.batch_size",
+                 "steps": "train.num_steps"}
+
+
+def dotted_overrides(value: Any) -> Any:
+    """Overrides given as a mapping shaped like the config, as the dotted ``key=value`` strings they stand for
+    (the value as JSON, which the override parser reads back as YAML with its type); a list is kept."""
+    if isinstance(value, Mapping):
+        return [f"{key}={json.dumps(leaf)}" for key, leaf in flatten(value)]
+    return value
 
 
 class RunSpec(BaseModel):
@@ -34,7 +48,53 @@ class RunSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     preset: str = Field(description="A preset name (`reinforcepp presets`) or a path to a YAML config.")
-    overrides: list[str] = Field(default_factory=list, description="Dotted overrides of this run only.")
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="Overrides of this run only: dotted key=value strings, or a mapping shaped like the config.",
+    )
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _dotted(cls, value: Any) -> Any:
+        return dotted_overrides(value)
+
+
+class BudgetSpec(BaseModel):
+    """What every run draws: prompts or samples per step (each run's rollout.batch_size follows from its
+    rollout.n_samples_per_prompt), and the number of steps."""
+
+    model_config = ConfigDict(extra="forbid")
+    samples_per_step: PositiveInt | None = Field(
+        None, description="Samples per RL step of every run: rollout.batch_size = this / rollout.n_samples_per_prompt.")
+    prompts_per_step: PositiveInt | None = Field(
+        None, description="Prompts per RL step of every run (rollout.batch_size).")
+    steps: PositiveInt | None = Field(None, description="RL steps of every run (train.num_steps).")
+
+    @model_validator(mode="after")
+    def _one_per_step_unit(self) -> BudgetSpec:
+        if self.samples_per_step is not None and self.prompts_per_step is not None:
+            raise ValueError("give samples_per_step or prompts_per_step, not both")
+        if self.samples_per_step is None and self.prompts_per_step is None and self.steps is None:
+            raise ValueError("give samples_per_step or prompts_per_step, and/or steps")
+        return self
+
+    def apply(self, data: dict[str, Any]) -> None:
+        """Set rollout.batch_size and train.num_steps of one run's merged config data."""
+        rollout = data.setdefault("rollout", {})
+        if self.prompts_per_step is not None:
+            rollout["batch_size"] = self.prompts_per_step
+        if self.samples_per_step is not None:
+            n = rollout.get("n_samples_per_prompt", RolloutConfig.model_fields["n_samples_per_prompt"].default)
+            if not isinstance(n, int) or n < 1 or self.samples_per_step % n:
+                raise ConfigError(f"budget.samples_per_step: {self.samples_per_step} samples per step are not whole "
+                                  f"prompts of rollout.n_samples_per_prompt = {n} samples; use a multiple of {n}")
+            rollout["batch_size"] = self.samples_per_step // n
+        if self.steps is not None:
+            data.setdefault("train", {})["num_steps"] = self.steps
+
+    def fields_set(self) -> list[str]:
+        """The config fields this budget sets."""
+        return sorted({BUDGET_FIELDS[name] for name in BUDGET_FIELDS if getattr(self, name) is not None})
 
 
 class ExperimentSpec(BaseModel):
@@ -45,9 +105,20 @@ class ExperimentSpec(BaseModel):
     config: str | dict[str, Any] | None = Field(
         None, description="Shared config: a YAML path or an inline mapping (model, data, budget, eval)."
     )
-    overrides: list[str] = Field(default_factory=list, description="Dotted overrides of every run.")
+    overrides: list[str] = Field(
+        default_factory=list, description="Overrides of every run: dotted key=value strings, or a mapping."
+    )
+    budget: BudgetSpec | None = Field(
+        None, description="Prompts or samples per step and steps of every run (sets rollout.batch_size, "
+        "train.num_steps); None = as the config says."
+    )
     seeds: list[int] | None = Field(None, description="Seeds of every run; default [the config's seed].")
     runs: dict[str, RunSpec] = Field(description="label -> run; the first label is the baseline of ratios.")
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _dotted(cls, value: Any) -> Any:
+        return dotted_overrides(value)
 
     @field_validator("runs")
     @classmethod
@@ -144,6 +215,9 @@ def resolve_experiment(
             layers = [*spec.overrides, *run_spec.overrides, *overrides]
             _refuse_runner_fields(layers)
             data = compose(shared, run_spec.preset, layers, base)
+            if spec.budget is not None:
+                _refuse_budget_fields(spec.budget, shared, layers)
+                spec.budget.apply(data)
             for seed in seeds or spec.seeds or [data.get("seed", Config.model_fields["seed"].default)]:
                 cfg, messages = _validate_run(data, seed, out / slug(label) / f"seed{seed}")
                 runs.append(ResolvedRun(label, seed, run_spec.preset, cfg))
@@ -213,6 +287,15 @@ def _refuse_shared_preset_fields(shared: Mapping[str, Any], preset_data: Mapping
     if clashes:
         raise ConfigError(*(f"config: sets {key}, which preset {preset!r} defines; set it in the run's overrides "
                             "instead" for key in clashes))
+
+
+def _refuse_budget_fields(budget: BudgetSpec, shared: Mapping[str, Any], overrides: Sequence[str]) -> None:
+    """A field the budget sets must not also be set by the shared config or an override: which would win?"""
+    keys = {key for key, _ in flatten(shared)} | {o.partition("=")[0].strip() for o in overrides}
+    clashes = [field for field in budget.fields_set() if field in keys]
+    if clashes:
+        raise ConfigError(*(f"budget: sets {field}, which the shared config or an override sets too; set it in "
+                            "one place" for field in clashes))
 
 
 def _refuse_runner_fields(overrides: Sequence[str]) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 
 from reinforcepp.compare.experiment import RUNNER_FIELDS, Experiment, ResolvedRun, experiment_yaml, flatten
 from reinforcepp.config import Config
+from reinforcepp.config.budget import HEADERS as BUDGET_HEADERS
+from reinforcepp.config.budget import Budget
 from reinforcepp.report.html import markdown_table
 
 Echo = Callable[[str], None]
@@ -43,9 +45,20 @@ def run_experiment(experiment: Experiment, *, train_fn: TrainFn | None = None, e
 def train_in_subprocess(cfg: Config) -> Path:
     """``train(cfg)`` in a fresh process: each run's peak memory (perf/peak_rss_mb) is its own, not the
     high-water mark of the runs before it in this process, and no state leaks from one run to the next."""
+    return Path(in_subprocess(_train_from_dict, cfg.model_dump(mode="json")))
+
+
+def in_subprocess(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a fresh spawned process. The worker is let exit on its own once the call is done:
+    terminating it (what leaving a Pool's ``with`` block does) skips its finalizers, so the semaphores it made
+    (tqdm's lock under spawn) stay registered and the resource tracker warns of leaked semaphores at exit."""
     context = multiprocessing.get_context("spawn")  # fork would inherit this process's memory and threads
     with context.Pool(1) as pool:
-        return Path(pool.apply(_train_from_dict, (cfg.model_dump(mode="json"),)))
+        outcome = pool.apply_async(fn, args)
+        outcome.wait()  # an interrupt (Ctrl-C) here leaves the block, which terminates the worker
+        pool.close()
+        pool.join()
+        return outcome.get()  # the result, or the call's exception raised here
 
 
 def _train_from_dict(data: dict[str, Any]) -> str:
@@ -60,7 +73,8 @@ def plan_text(experiment: Experiment) -> str:
     rows = [[r.label, str(r.seed), str(r.run_dir), "done, skipped" if is_finished(r) else "to run"]
             for r in experiment.runs]
     lines = [f"comparison: {len(experiment.runs)} runs into {experiment.out_dir}",
-             markdown_table(["label", "seed", "output dir", "status"], rows)]
+             markdown_table(["label", "seed", "output dir", "status"], rows),
+             "", "budget of each run, in prompts and in samples:", budget_table(experiment)]
     differences = differing_fields(experiment)
     if differences:
         labels = list(experiment.labels())
@@ -69,6 +83,12 @@ def plan_text(experiment: Experiment) -> str:
                                                       for key, by_label in differences.items()])]
     lines += [f"warning: {message}" for message in experiment.warnings]
     return "\n".join(lines)
+
+
+def budget_table(experiment: Experiment) -> str:
+    """One row per label: prompts and samples per step and in all (the seeds of a label share them)."""
+    budgets = {run.label: Budget.of(run.cfg.model_dump()) for run in experiment.runs}
+    return markdown_table(["label", *BUDGET_HEADERS], [[label, *budget.cells()] for label, budget in budgets.items()])
 
 
 def _cell(value: Any) -> str:

@@ -90,13 +90,25 @@ class ModelConfig(_Section):
 
 
 class DataConfig(_Section):
-    prompts: str | None = Field(None, description="Prompt dataset: HF hub id or local file.")
-    prompt_key: str = Field("prompt", description="Column holding the prompt.")
+    prompts: str | None = Field(
+        None, description="Prompt dataset: a JSONL or Parquet file, a directory saved with save_to_disk (DIR:SPLIT), "
+        "or what datasets.load_dataset takes: a hub id or local dataset directory as NAME, NAME:SPLIT or "
+        "NAME/CONFIG:SPLIT (a hub id's config is its third part: openai/gsm8k/main:train); the split may be left "
+        "out when there is one.",
+    )
+    prompt_key: str = Field(
+        "prompt", description="Column holding the prompt: a string, or TRL's conversational format (a list of "
+        "{role, content} messages, rendered with the tokenizer's chat template; completions then reach the reward "
+        "function as [{role: assistant, content}]).",
+    )
     label_key: str = Field("label", description="Column holding the reference answer for rule rewards.")
     max_prompt_len: PositiveInt = Field(
         1024, description="Prompts longer than this many tokens are skipped (and counted), never cut."
     )
-    apply_chat_template: bool = Field(True, description="Wrap prompts in the tokenizer's chat template.")
+    apply_chat_template: bool = Field(
+        True, description="Wrap plain prompts in the tokenizer's chat template (as one user turn) when it has one; "
+        "conversational prompts always need it.",
+    )
     eval_prompts: str | None = Field(None, description="Held-out prompts for evaluation; None = no eval.")
     max_prompts: PositiveInt | None = Field(
         None, description="Train on only the first N prompts (small-prompt-set studies); None = all."
@@ -379,7 +391,10 @@ class EvalConfig(_Section):
 
 
 class SFTConfig(_Section):
-    data: str | None = Field(None, description="JSONL/Parquet/dataset dir of prompt + response rows.")
+    data: str | None = Field(
+        None, description="Rows of prompt + response (strings or message lists), or TRL's `messages` rows (the "
+        "trailing assistant turn(s) are the response); read as data.prompts is.",
+    )
     response_key: str = Field("response", description="Column holding the target response.")
     max_len: PositiveInt = Field(1024, description="Prompt + response tokens; longer rows are skipped and counted.")
     epochs: PositiveInt = Field(1, description="Passes over the data.")
@@ -390,7 +405,10 @@ class SFTConfig(_Section):
 
 
 class RMConfig(_Section):
-    data: str | None = Field(None, description="Preference pairs: rows with prompt, chosen, rejected.")
+    data: str | None = Field(
+        None, description="Preference pairs: rows with prompt, chosen, rejected (strings or message lists; without "
+        "a prompt, chosen and rejected conversations share it as their common first turns, as TRL's extract_prompt).",
+    )
     eval_data: str | None = Field(None, description="Held-out pairs for pairwise accuracy.")
     chosen_key: str = Field("chosen", description="Column of the preferred response.")
     rejected_key: str = Field("rejected", description="Column of the other response.")

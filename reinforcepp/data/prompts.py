@@ -10,71 +10,124 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .conversation import prompt_problem
+from .errors import DataError
 from .rendering import render_prompt
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
-    """Bad prompt data; the message names the file and line."""
+def read_rows(path: str | Path, prompt_key: str | None) -> list[dict[str, Any]]:
+    """Rows of a data set: a JSONL file, a Parquet file, a Hugging Face ``datasets`` directory saved with
+    ``save_to_disk`` (``DIR:split`` picks a split of a saved DatasetDict), or anything ``datasets.load_dataset``
+    loads (:func:`load_hf_dataset`: a hub id, a local dataset directory or script, as ``NAME``, ``NAME:SPLIT``
+    or ``NAME/CONFIG:SPLIT``).
 
-
-def read_rows(path: str | Path, prompt_key: str) -> list[dict[str, Any]]:
-    """Rows of a prompt set: a JSONL file, a Parquet file, or a Hugging Face ``datasets`` directory
-    saved with ``save_to_disk`` (``DIR:split`` picks a split of a saved DatasetDict).
-
-    Every row must have a string ``prompt_key``; the error names the file and row (line for JSONL).
+    Every row must have a prompt in ``prompt_key``: a non-blank string or, in TRL's conversational format, a
+    list of messages; the error names the source and row (line for JSONL). ``prompt_key=None`` checks no
+    prompt column (SFT ``messages`` rows and implicit-prompt preference pairs check their own).
     """
     text = str(path)
-    directory, _, split = text.rpartition(":") if ":" in text and not Path(text).exists() else (text, "", "")
-    if Path(directory).is_dir():
-        return _check_rows(_read_saved_dataset(Path(directory), split), prompt_key, str(directory))
-    path = Path(text)
-    if path.suffix == ".parquet":
-        if not path.is_file():
-            raise DataError(f"prompt file not found: {path}")
+    whole = Path(text)
+    if whole.suffix == ".parquet":
+        if not whole.is_file():
+            raise DataError(f"prompt file not found: {whole}")
         import pyarrow.parquet as pq  # imported at the edge: only Parquet users need it
 
-        return _check_rows(pq.read_table(path).to_pylist(), prompt_key, str(path))
-    return read_jsonl(path, prompt_key)
+        return _check_rows(pq.read_table(whole).to_pylist(), prompt_key, text)
+    if whole.suffix in JSONL_SUFFIXES or (whole.is_file() and whole.suffix != ".py"):  # a script: load_dataset's
+        return read_jsonl(whole, prompt_key)
+    reference, _, split = text.rpartition(":") if ":" in text and not whole.exists() else (text, "", "")
+    if is_saved_dataset(Path(reference)):
+        return _check_rows(_read_saved_dataset(Path(reference), split), prompt_key, reference)
+    return _check_rows(load_hf_dataset(text), prompt_key, text)
 
 
-def _read_saved_dataset(directory: Path, split: str) -> list[dict[str, Any]]:
+JSONL_SUFFIXES = (".jsonl", ".json")
+SAVED_DATASET_FILES = ("dataset_dict.json", "state.json")  # what save_to_disk writes, and load_dataset's dirs lack
+
+
+def is_saved_dataset(directory: Path) -> bool:
+    """A directory written by ``save_to_disk`` (read with ``load_from_disk``, not ``load_dataset``)."""
+    return directory.is_dir() and any((directory / name).is_file() for name in SAVED_DATASET_FILES)
+
+
+def _datasets(source: str):
     try:
         import datasets
     except ImportError:
-        raise DataError(f"{directory}: reading a saved dataset needs the 'datasets' package") from None
+        raise DataError(f"{source}: reading a dataset needs the 'datasets' package") from None
+    return datasets
+
+
+def _read_saved_dataset(directory: Path, split: str) -> list[dict[str, Any]]:
+    datasets = _datasets(str(directory))
     try:
         data = datasets.load_from_disk(str(directory))
     except FileNotFoundError as exc:
         raise DataError(f"{directory}: not a dataset saved with save_to_disk ({exc})") from None
-    if isinstance(data, datasets.DatasetDict):
+    return _one_split(data, split, str(directory))
+
+
+def _one_split(data: Any, split: str | None, source: str) -> Any:
+    """The rows of ``split`` of a DatasetDict (the only split when none is named), of a Dataset as it is."""
+    if hasattr(data, "keys"):  # a DatasetDict
+        if not split and len(data) == 1:
+            split = next(iter(data))
         if split not in data:
-            raise DataError(f"{directory}: a DatasetDict; pick a split as {directory}:SPLIT, one of {list(data)}")
+            raise DataError(f"{source}: a dataset with splits {list(data)}; pick one as {source}:SPLIT")
         data = data[split]
     return data.to_list()
 
 
-def check_string_column(rows: list[Any], key: str, source: str) -> None:
-    """Every row is a mapping with a string ``key``; the error names the source and the row."""
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict) or not isinstance(row.get(key), str):
-            raise DataError(f"{source}, row {i}: expected a string column {key!r}")
+def dataset_reference(text: str) -> tuple[str, str | None, str | None]:
+    """(path, config, split) of ``NAME``, ``NAME:SPLIT`` or ``NAME/CONFIG:SPLIT`` as ``load_dataset`` takes
+    them. NAME is a local directory or script (its path may hold slashes: the longest existing one is the
+    name) or a hub id ``ORG/NAME``: so a hub dataset's config is its third part, ``openai/gsm8k/main:test``."""
+    reference, _, split = text.rpartition(":") if ":" in text else (text, "", "")
+    if Path(reference).exists():
+        return reference, None, split or None
+    head, _, tail = reference.rpartition("/")
+    if head and (Path(head).exists() or head.count("/") == 1):
+        return head, tail, split or None
+    return reference, None, split or None
 
 
-def _check_rows(rows: list[Any], prompt_key: str, source: str) -> list[dict[str, Any]]:
-    check_string_column(rows, prompt_key, source)
+def load_hf_dataset(text: str) -> list[dict[str, Any]]:
+    """The rows of ``datasets.load_dataset(NAME, CONFIG, split=SPLIT)`` (:func:`dataset_reference`); a
+    dataset of several splits needs one named. Offline (HF_DATASETS_OFFLINE=1) a hub id is read from the
+    cache. Any failure is one line naming the reference."""
+    datasets = _datasets(text)
+    path, config, split = dataset_reference(text)
+    try:
+        data = datasets.load_dataset(path, config, split=split)
+    except Exception as exc:  # noqa: BLE001 - not found, offline, bad config or split: all one line
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{text}: not a prompt file, and datasets.load_dataset({path!r}, {config!r}, "
+                        f"split={split!r}) failed: {why}") from None
+    return _one_split(data, split, text)
+
+
+def _check_rows(rows: list[Any], prompt_key: str | None, source: str) -> list[dict[str, Any]]:
     for i, row in enumerate(rows):
-        if is_blank(row[prompt_key]):
-            raise DataError(f"{source}, row {i}: empty prompt in {prompt_key!r}")
+        problem = row_problem(row, prompt_key)
+        if problem is not None:
+            raise DataError(f"{source}, row {i}: {problem}")
     if not rows:
         raise DataError(f"{source}: no prompts")
     return rows
 
 
-def is_blank(prompt: str) -> bool:
-    """An empty or whitespace-only prompt asks nothing (and an empty one has no token to generate from)."""
-    return not prompt.strip()
+def row_problem(row: Any, prompt_key: str | None) -> str | None:
+    """What is wrong with a row: not an object, no prompt in ``prompt_key``, or a bad prompt."""
+    if not isinstance(row, dict):
+        return "expected an object"
+    if prompt_key is None:
+        return None
+    if prompt_key not in row:
+        return f"expected an object with a string {prompt_key!r} (or a list of messages)"
+    problem = prompt_problem(row[prompt_key])
+    return None if problem is None else f"{prompt_key!r}: {problem}"
 
 
 def column_names(rows: Iterable[dict[str, Any]]) -> list[str]:
@@ -101,8 +154,8 @@ def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
     return path
 
 
-def read_jsonl(path: str | Path, prompt_key: str) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; every row must be an object with a string ``prompt_key``."""
+def read_jsonl(path: str | Path, prompt_key: str | None) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; every row must be an object with a prompt in ``prompt_key`` (:func:`row_problem`)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"prompt file not found: {path}")
@@ -120,10 +173,9 @@ def read_jsonl(path: str | Path, prompt_key: str) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get(prompt_key), str):
-                raise DataError(f"{path}:{line_no}: expected an object with a string {prompt_key!r}")
-            if is_blank(row[prompt_key]):
-                raise DataError(f"{path}:{line_no}: empty prompt in {prompt_key!r}")
+            problem = row_problem(row, prompt_key)
+            if problem is not None:
+                raise DataError(f"{path}:{line_no}: {problem}")
             rows.append(row)
     if not rows:
         raise DataError(f"{path}: no prompts")
@@ -140,16 +192,21 @@ class Prompt:
 
 
 def tokenize_prompts(
-    rows: list[dict[str, Any]], tokenizer, *, prompt_key: str, max_len: int, chat_template: bool
+    rows: list[dict[str, Any]], tokenizer, *, prompt_key: str, max_len: int, chat_template: bool,
+    source: str = "prompts",
 ) -> tuple[list[Prompt], int]:
-    """Tokenize rows, applying the chat template when asked and the tokenizer has one.
+    """Tokenize rows, applying the chat template when asked and the tokenizer has one (a conversational
+    prompt needs it: an error naming ``source`` and the row otherwise).
 
     Prompts longer than ``max_len`` tokens are skipped, never truncated (a cut prompt asks another
     question); returns (prompts, number skipped).
     """
     prompts, skipped = [], 0
-    for row in rows:
-        text, ids = render_prompt(tokenizer, row[prompt_key], chat_template=chat_template)
+    for i, row in enumerate(rows):
+        try:
+            text, ids = render_prompt(tokenizer, row[prompt_key], chat_template=chat_template)
+        except DataError as exc:
+            raise DataError(f"{source}, row {i}: {prompt_key!r}: {exc}") from None
         if not ids:  # generation needs at least one token to start from
             raise DataError(f"prompt {text[:80]!r} has no tokens after tokenization")
         if len(ids) > max_len:

@@ -38,7 +38,7 @@ def evaluate_model(cfg: Config) -> list[EvalResult]:
     tokenizer = load_tokenizer(m.policy, gguf_file=m.gguf_file, trust_remote_code=m.trust_remote_code)
     model = load_causal_lm(m.policy, dtype=m.dtype, device=device, gguf_file=m.gguf_file,
                            trust_remote_code=m.trust_remote_code)
-    prompts, _ = tokenize_rows(rows, cfg, tokenizer)
+    prompts, _ = tokenize_rows(rows, cfg, tokenizer, path)
     scorer = build_scorer(cfg, tokenizer, device, function)
     engine = TorchEngine(model, tokenizer, max_batch_tokens=cfg.rollout.max_batch_tokens)
     results = run_eval_suite(cfg, engine, scorer, prompts, decode=lambda rollout: completion_texts(tokenizer, rollout))

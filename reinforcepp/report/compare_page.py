@@ -10,6 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from reinforcepp.config.budget import HEADERS as BUDGET_HEADERS
+from reinforcepp.config.budget import Budget
+
 from . import html as h
 from . import plots
 from .read import (
@@ -86,6 +91,7 @@ def write_compare_report(
     page_title = title or "Comparison: " + " vs ".join(loaded)
     blocks = [
         _final_block(study),
+        _budget_block(study),
         _reward_block(study),
         _length_block(study),
         _accuracy_block(study),
@@ -190,6 +196,21 @@ def _final_block(study: Study) -> Block:
         ])
     note = "Last logged value of each seed, mean ± std over seeds; median s/step pools all steps of all seeds."
     return Block("Final results", notes=[note], tables=[Table("", headers, rows)])
+
+
+def _budget_block(study: Study) -> Block:
+    """What each label drew: prompts and samples per step and in all (from its first seed's config.yaml)."""
+    block = Block("Budget")
+    rows = []
+    for label, runs in study.runs.items():
+        try:
+            cells = Budget.of(yaml.safe_load(runs[0].config_text)).cells()
+        except (KeyError, TypeError, ValueError, IndexError, yaml.YAMLError):  # no config.yaml, or not a full one
+            cells = ["–"] * len(BUDGET_HEADERS)
+        rows.append([label, *cells])
+    block.notes.append("rollout.batch_size counts prompts; each draws rollout.n_samples_per_prompt samples.")
+    block.tables.append(Table("", ["label", *BUDGET_HEADERS], rows))
+    return block
 
 
 def _reward_block(study: Study) -> Block:

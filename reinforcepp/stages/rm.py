@@ -23,7 +23,8 @@ import torch
 
 from reinforcepp.algos import bradley_terry_loss
 from reinforcepp.config.schema import Config
-from reinforcepp.data.prompts import DataError, check_string_column, read_rows
+from reinforcepp.data.conversation import preference_example
+from reinforcepp.data.prompts import DataError, read_rows
 from reinforcepp.models import ValueModel, load_tokenizer, resolve_device
 from reinforcepp.models.inputs import right_pad
 from reinforcepp.stages.sft import (
@@ -52,15 +53,21 @@ class Pair:
     rejected: list[int]
 
 
-def build_pairs(rows: list[dict[str, Any]], tokenizer, cfg: Config) -> tuple[list[Pair], int]:
-    """Tokenize preference rows; returns (pairs, number skipped because a side exceeds rm.max_len)."""
+def build_pairs(rows: list[dict[str, Any]], tokenizer, cfg: Config, source: str = "rm.data") -> tuple[list[Pair], int]:
+    """Tokenize preference rows (strings, or TRL's message lists with an explicit or implicit prompt:
+    :func:`.preference_example`); returns (pairs, number skipped because a side exceeds rm.max_len)."""
     pairs, skipped = [], 0
-    for row in rows:
+    for i, row in enumerate(rows):
+        where = f"{source}, row {i}"
+        prompt, *responses = preference_example(row, cfg.data.prompt_key, cfg.rm.chosen_key, cfg.rm.rejected_key,
+                                                where)
         sides = []
-        for key in (cfg.rm.chosen_key, cfg.rm.rejected_key):
-            prompt_ids, response_ids = encode_pair(
-                tokenizer, row[cfg.data.prompt_key], row[key], chat_template=cfg.data.apply_chat_template
-            )
+        for response in responses:
+            try:
+                prompt_ids, response_ids = encode_pair(tokenizer, prompt, response,
+                                                       chat_template=cfg.data.apply_chat_template)
+            except DataError as exc:
+                raise DataError(f"{where}: {exc}") from None
             sides.append(prompt_ids + response_ids)
         if max(len(s) for s in sides) > cfg.rm.max_len:
             skipped += 1
@@ -70,10 +77,8 @@ def build_pairs(rows: list[dict[str, Any]], tokenizer, cfg: Config) -> tuple[lis
 
 
 def load_pairs(path: str, tokenizer, cfg: Config) -> tuple[list[Pair], int]:
-    rows = read_rows(path, cfg.data.prompt_key)
-    for key in (cfg.rm.chosen_key, cfg.rm.rejected_key):
-        check_string_column(rows, key, str(path))
-    pairs, skipped = build_pairs(rows, tokenizer, cfg)
+    rows = read_rows(path, None)  # each row checked by build_pairs
+    pairs, skipped = build_pairs(rows, tokenizer, cfg, str(path))
     if skipped:
         log.warning("rm: skipped %d of %d pairs of %s longer than rm.max_len=%d tokens",
                     skipped, len(rows), path, cfg.rm.max_len)

@@ -22,8 +22,9 @@ import torch
 from reinforcepp.algos import sft_loss
 from reinforcepp.config.errors import ConfigError
 from reinforcepp.config.schema import Config
-from reinforcepp.data.prompts import DataError, check_string_column, epoch_permutation, read_rows
-from reinforcepp.data.rendering import render_prompt, user_turn, uses_chat_template
+from reinforcepp.data.conversation import sft_example
+from reinforcepp.data.prompts import DataError, epoch_permutation, read_rows
+from reinforcepp.data.rendering import render_prompt, render_response
 from reinforcepp.models import load_causal_lm, load_tokenizer, resolve_device
 from reinforcepp.models.inputs import right_pad
 from reinforcepp.train.checkpoint import save_hf_model
@@ -63,20 +64,16 @@ def require(cfg: Config, stage: str) -> None:
         raise ConfigError(*problems)
 
 
-def encode_pair(tokenizer, prompt: str, response: str, *, chat_template: bool) -> tuple[list[int], list[int]]:
-    """(prompt ids, response ids) of one row; the response ids end with EOS.
+def encode_pair(tokenizer, prompt: Any, response: Any, *, chat_template: bool) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids) of one row (each a string or TRL's messages); the response ids end with EOS.
 
     The prompt is rendered as RL renders it (:func:`render_prompt`). With the chat template the response
-    is the rest of the rendered conversation with the response as the assistant turn (so the template's
-    end-of-turn tokens are learned too). Prompt and response are tokenized separately, so the boundary
-    between them is exact.
+    is the rest of the rendered conversation with the response as the assistant turn(s) (so the template's
+    end-of-turn tokens are learned too: :func:`render_response`). Prompt and response are tokenized
+    separately, so the boundary between them is exact.
     """
     prompt_text, prompt_ids = render_prompt(tokenizer, prompt, chat_template=chat_template)
-    response_text = response
-    if uses_chat_template(tokenizer, chat_template):
-        conversation = user_turn(prompt) + [{"role": "assistant", "content": response}]
-        full = tokenizer.apply_chat_template(conversation, tokenize=False)
-        response_text = full[len(prompt_text):] if full.startswith(prompt_text) else response
+    response_text = render_response(tokenizer, prompt, prompt_text, response, chat_template=chat_template)
     response_ids = tokenizer(response_text, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     if eos is not None and (not response_ids or response_ids[-1] != eos):
@@ -85,12 +82,19 @@ def encode_pair(tokenizer, prompt: str, response: str, *, chat_template: bool) -
 
 
 def build_examples(
-    rows: list[dict[str, Any]], tokenizer, *, prompt_key: str, response_key: str, max_len: int, chat_template: bool
+    rows: list[dict[str, Any]], tokenizer, *, prompt_key: str, response_key: str, max_len: int, chat_template: bool,
+    source: str = "sft.data",
 ) -> tuple[list[Example], int]:
-    """Tokenize SFT rows; returns (examples, number skipped for exceeding ``max_len`` tokens)."""
+    """Tokenize SFT rows (prompt + response, or TRL's ``messages``: :func:`.sft_example`); returns (examples,
+    number skipped for exceeding ``max_len`` tokens). A bad row is an error naming ``source`` and the row."""
     examples, skipped = [], 0
-    for row in rows:
-        prompt_ids, response_ids = encode_pair(tokenizer, row[prompt_key], row[response_key], chat_template=chat_template)
+    for i, row in enumerate(rows):
+        where = f"{source}, row {i}"
+        prompt, response = sft_example(row, prompt_key, response_key, where)
+        try:
+            prompt_ids, response_ids = encode_pair(tokenizer, prompt, response, chat_template=chat_template)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
         if len(prompt_ids) + len(response_ids) > max_len:
             skipped += 1
             continue
@@ -158,11 +162,10 @@ def run_sft(cfg: Config) -> Path:
                            trust_remote_code=m.trust_remote_code)
     model.train()
 
-    rows = read_rows(s.data, cfg.data.prompt_key)
-    check_string_column(rows, s.response_key, str(s.data))
+    rows = read_rows(s.data, None)  # each row checked by build_examples: prompt + response, or messages
     examples, skipped = build_examples(
         rows, tokenizer, prompt_key=cfg.data.prompt_key, response_key=s.response_key,
-        max_len=s.max_len, chat_template=cfg.data.apply_chat_template,
+        max_len=s.max_len, chat_template=cfg.data.apply_chat_template, source=str(s.data),
     )
     if skipped:
         log.warning("sft: skipped %d of %d rows longer than sft.max_len=%d tokens", skipped, len(rows), s.max_len)

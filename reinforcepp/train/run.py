@@ -72,7 +72,8 @@ def check_sources(cfg: Config, *, need_prompts: bool = True) -> None:
     if not cfg.model.policy:
         problems.append("model.policy: set the policy model (a Hugging Face hub id or a local directory)")
     if need_prompts and not cfg.data.prompts:
-        problems.append("data.prompts: set the prompts (JSONL, Parquet, or a saved datasets directory)")
+        problems.append("data.prompts: set the prompts (JSONL, Parquet, a saved datasets directory or a "
+                        "datasets.load_dataset name)")
     if (cfg.reward.function is None) == (cfg.model.reward_model is None):
         problems.append("reward.function / model.reward_model: set exactly one reward source")
     if problems:
@@ -106,14 +107,22 @@ def read_prompt_rows(path: str | None, cfg: Config, limit: int | None = None) ->
     return fill_missing_columns(read_rows(path, cfg.data.prompt_key)[:limit])
 
 
-def tokenize_rows(rows: list[dict], cfg: Config, tokenizer) -> tuple[list[Prompt], int]:
-    """Tokenized prompts of ``rows`` and the number skipped as too long."""
+def tokenize_rows(rows: list[dict], cfg: Config, tokenizer, source: str | None = None) -> tuple[list[Prompt], int]:
+    """Tokenized prompts of ``rows`` (read from ``source``) and the number skipped as too long."""
     if not rows:
         return [], 0
     return tokenize_prompts(
         rows, tokenizer, prompt_key=cfg.data.prompt_key, max_len=cfg.data.max_prompt_len,
-        chat_template=cfg.data.apply_chat_template,
+        chat_template=cfg.data.apply_chat_template, source=str(source),
     )
+
+
+def log_first_prompt(prompts: list[Prompt]) -> None:
+    """The first training prompt as the model sees it (chat template applied), printed once at start-up (as
+    the threads line: the run prints no log records below warnings)."""
+    if prompts and dist.is_main():
+        print(f"first prompt, as the model is given it ({len(prompts[0].token_ids)} tokens):\n{prompts[0].text}",
+              flush=True)
 
 
 def checked_reward_function(cfg: Config, rows_by_source: dict[str, list[dict]]) -> RewardFn | None:
@@ -197,9 +206,10 @@ def build_run(cfg: Config) -> Run:
     sharded = dist.initialized()
     m = cfg.model
     tokenizer = load_tokenizer(m.policy, gguf_file=m.gguf_file, trust_remote_code=m.trust_remote_code)
-    prompts, skipped = tokenize_rows(rows, cfg, tokenizer)
+    prompts, skipped = tokenize_rows(rows, cfg, tokenizer, cfg.data.prompts)
     check_world_size(cfg, dist.world_size(), len(prompts))  # some may be skipped as too long
-    eval_prompts, _ = tokenize_rows(eval_rows, cfg, tokenizer)
+    eval_prompts, _ = tokenize_rows(eval_rows, cfg, tokenizer, cfg.data.eval_prompts)
+    log_first_prompt(prompts)
     policy_dtype = "float32" if m.dtype == "auto" else m.dtype
     # sharded: load in CPU memory; fully_shard then moves one layer at a time to the GPU, keeping its shard
     load_device = torch.device("cpu") if sharded else device

@@ -28,6 +28,7 @@ import torch
 from reinforcepp.algos.dtypes import FLOAT32_MAX, beyond_float32
 from reinforcepp.config.schema import RewardConfig
 from reinforcepp.data import Prompt, column_names
+from reinforcepp.data.conversation import as_completion
 from reinforcepp.rewards import RewardError, RewardTransform, score_completions
 from reinforcepp.rewards.format_rewards import overlong_penalty
 from reinforcepp.rewards.function import function_name
@@ -56,7 +57,8 @@ def reward_columns(rows: list[dict[str, Any]], prompt_key: str) -> dict[str, lis
 class Scorer:
     """Raw rewards R [B] for a rollout of ``n`` samples per prompt, from a reward function
     (called with keywords: prompts, completions, completion_ids and every other column of the prompt
-    rows) or a Bradley-Terry reward model (its score of prompt + response)."""
+    rows; for a conversational prompt, as TRL: prompts as the message lists, completions as
+    ``[{"role": "assistant", "content": text}]``) or a Bradley-Terry reward model (its score of prompt + response)."""
 
     def __init__(self, tokenizer, *, function: Callable | None = None, reward_model=None, prompt_key: str = "prompt",
                  timeout: float | None = None, normalize_with_model: bool = False):
@@ -79,9 +81,10 @@ class Scorer:
             self._check(scores, ~torch.isfinite(scores), prompts, n)
             return scores.float()
         ids = response_token_ids(rollout)
-        completions = self.tokenizer.batch_decode(ids, skip_special_tokens=True)  # without the EOS token
-        texts = [row[self.prompt_key] for row in rows]
-        scores = score_completions(self.function, texts, completions, reward_columns(rows, self.prompt_key),
+        texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)  # without the EOS token
+        prompts_given = [row[self.prompt_key] for row in rows]  # a conversation stays its list of messages
+        completions = [as_completion(p, text) for p, text in zip(prompts_given, texts)]  # as TRL passes them
+        scores = score_completions(self.function, prompts_given, completions, reward_columns(rows, self.prompt_key),
                                    completion_ids=ids, timeout=self.timeout)
         scores = torch.tensor(scores, dtype=torch.float64)  # NaN where the function returned None
         self._check(scores, beyond_float32(scores), prompts, n)

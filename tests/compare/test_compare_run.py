@@ -20,9 +20,13 @@ LABELS = {"REINFORCE++": "REINFORCE__", "GRPO": "GRPO"}
 def compared(tmp_path_factory, make_shared_config):
     """One real comparison, run through the CLI: (output dir, captured stdout)."""
     root = tmp_path_factory.mktemp("compare")
-    (root / "shared.yaml").write_text(yaml.safe_dump(make_shared_config(batch_size=2, max_new_tokens=3)))
+    shared = make_shared_config(batch_size=2, max_new_tokens=3)
+    del shared["rollout"]["batch_size"], shared["train"]["num_steps"]  # the budget sets them
+    (root / "shared.yaml").write_text(yaml.safe_dump(shared))
     spec = {"title": "tiny", "config": "shared.yaml", "seeds": [1, 2],
-            "runs": {"REINFORCE++": {"preset": "reinforce_pp"}, "GRPO": {"preset": "grpo", "overrides": ["train.batch_size=8", "train.micro_batch_size=8"]}}}
+            "budget": {"samples_per_step": 4, "steps": 2},  # REINFORCE++: 4 prompts x 1 sample; GRPO: 1 x 4
+            "runs": {"REINFORCE++": {"preset": "reinforce_pp"},
+                     "GRPO": {"preset": "grpo", "overrides": {"train": {"batch_size": 4, "micro_batch_size": 4}}}}}
     (root / "exp.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     out = root / "out"
     stdout = io.StringIO()
@@ -49,6 +53,10 @@ def test_compare_writes_every_run_and_the_report(compared):
                                                                    ("GRPO", 1), ("GRPO", 2)]
     assert resolved["runs"][2]["config"]["rollout"]["n_samples_per_prompt"] == 4
     assert "| rollout.n_samples_per_prompt | 1 | 4 |" in stdout  # the plan shows what differs
+    assert "| rollout.batch_size | 4 | 1 |" in stdout and "| train.batch_size | 2 | 4 |" in stdout
+    budget = ["| REINFORCE++ | 4 | 1 | 4 | 2 | 8 | 8 |", "| GRPO | 1 | 4 | 4 | 2 | 2 | 8 |"]  # the same samples
+    summary = (out / "summary.md").read_text()
+    assert all(row in stdout and row in summary for row in budget)
     assert f"report: {out / 'report.html'}" in stdout
     assert (out / "summary.md").read_text().strip() in stdout
 

@@ -139,3 +139,73 @@ def test_quick_form_labels_runs_by_preset(shared_config, tmp_path):
     assert str(experiment.out_dir) == "runs/compare/reinforce_pp_vs_rloo"
     with pytest.raises(ConfigError, match="not both"):
         plan(tmp_path / "x.yaml", presets=["grpo"])
+
+
+# --- the budget in samples or prompts, per-run overrides as a mapping ------------------------------------
+
+
+def budget_runs(write_experiment, shared_config, tmp_path, budget, runs=None):
+    del shared_config["rollout"]["batch_size"], shared_config["train"]["num_steps"]
+    return plan(write_experiment(budget=budget, runs=runs), output=tmp_path / "o").runs
+
+
+def test_a_budget_in_samples_gives_each_preset_the_same_samples_per_step(write_experiment, shared_config, tmp_path):
+    runs = {"REINFORCE++": {"preset": "reinforce_pp"},
+            "GRPO": {"preset": "grpo", "overrides": {"rollout": {"n_samples_per_prompt": 2}, "algo.kl.coef": 0.5}}}
+    rpp, grpo = budget_runs(write_experiment, shared_config, tmp_path, {"samples_per_step": 8, "steps": 3}, runs)
+    assert (rpp.cfg.rollout.batch_size, rpp.cfg.rollout.n_samples_per_prompt) == (8, 1)
+    assert (grpo.cfg.rollout.batch_size, grpo.cfg.rollout.n_samples_per_prompt) == (4, 2)  # the mapping override
+    assert grpo.cfg.algo.kl.coef == 0.5 and rpp.cfg.train.num_steps == grpo.cfg.train.num_steps == 3
+
+
+def test_a_budget_in_prompts_sets_the_prompts(write_experiment, shared_config, tmp_path):
+    rpp, grpo = budget_runs(write_experiment, shared_config, tmp_path, {"prompts_per_step": 4})
+    assert rpp.cfg.rollout.batch_size == grpo.cfg.rollout.batch_size == 4
+
+
+def test_budget_errors_name_the_field(write_experiment, shared_config, tmp_path):
+    with pytest.raises(ConfigError, match=r"run 'GRPO': budget.samples_per_step: 6 samples per step are not whole "
+                                          r"prompts of rollout.n_samples_per_prompt = 4"):
+        budget_runs(write_experiment, shared_config, tmp_path, {"samples_per_step": 6})
+    shared_config["rollout"]["batch_size"] = 4  # set in the shared config too
+    with pytest.raises(ConfigError, match=r"budget: sets rollout.batch_size, which the shared config or an override"):
+        plan(write_experiment(budget={"samples_per_step": 8}), output=tmp_path / "o")  
+    with pytest.raises(ConfigError, match="give samples_per_step or prompts_per_step, not both"):
+        plan(write_experiment(budget={"samples_per_step": 8, "prompts_per_step": 2}), output=tmp_path / "o")
+
+
+SEMAPHORE_SCRIPT = """
+from reinforcepp.compare.runner import in_subprocess
+
+def work():
+    from tqdm import tqdm  # its write lock is a multiprocessing semaphore, registered under spawn
+    for _ in tqdm(range(2)):
+        pass
+    return "done"
+
+def fail():
+    work()
+    raise ValueError("boom")
+
+if __name__ == "__main__":
+    print(in_subprocess(work))
+    try:
+        in_subprocess(fail)
+    except ValueError as exc:
+        print("raised", exc)
+"""
+
+
+@pytest.mark.slow  # two spawned processes: about 7 s
+def test_no_semaphore_leaks_when_runs_train_in_subprocesses(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "runs.py"
+    script.write_text(SEMAPHORE_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["done", "raised", "boom"]
+    assert "leaked semaphore" not in done.stderr

@@ -68,11 +68,13 @@ def test_parquet_and_saved_datasets_are_read(tmp_path):
     assert read_rows(tmp_path / "p.parquet", "prompt") == rows
     ds.save_to_disk(str(tmp_path / "saved"))
     assert read_rows(tmp_path / "saved", "prompt") == rows
-    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "dict"))
-    assert read_rows(f"{tmp_path / 'dict'}:train", "prompt") == rows
-    with pytest.raises(DataError, match="pick a split"):
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "one"))
+    assert read_rows(tmp_path / "one", "prompt") == rows  # the only split
+    datasets.DatasetDict({"train": ds, "test": ds.select([1])}).save_to_disk(str(tmp_path / "dict"))
+    assert read_rows(f"{tmp_path / 'dict'}:test", "prompt") == rows[1:]
+    with pytest.raises(DataError, match=r"splits \['train', 'test'\]; pick one as .*dict:SPLIT"):
         read_rows(tmp_path / "dict", "prompt")
-    with pytest.raises(DataError, match=r"row 0: expected a string column 'question'"):
+    with pytest.raises(DataError, match=r"row 0: expected an object with a string 'question'"):
         read_rows(tmp_path / "p.parquet", "question")
 
 
