@@ -132,10 +132,12 @@ def test_a_config_that_cannot_be_split_fails_on_every_rank_before_loading(tiny_d
     result = run_cli("reinforce_pp", overrides, ranks=2)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    # one clear line from each rank's check that ran: torchrun stops the other rank as soon as one exits,
-    # so a slower rank may be stopped before its own check prints
-    assert 1 <= len(lines) <= 2, result.stderr[-2000:]
-    assert all("rollout.batch_size: 3 prompts per step cannot be split over 2 ranks" in line for line in lines)
+    # one clear line per problem (rollout.batch_size and train.batch_size) from each rank whose check ran:
+    # torchrun stops the other rank as soon as one exits, so a slower rank may be stopped before it prints
+    expected = {"error: rollout.batch_size: 3 prompts per step cannot be split over 2 ranks; use a multiple of 2",
+                "error: train.batch_size: 3 samples per optimizer step cannot be split over 2 ranks; "
+                "use a multiple of 2"}
+    assert set(lines) == expected and len(lines) in (2, 4), result.stderr[-2000:]
     assert "exitcode  : 2" in result.stderr  # the rank's code for bad input, reported by torchrun
     assert "reinforcepp/train" not in result.stderr  # no traceback from our code (torchrun prints its own)
     assert not (tmp_path / "r").exists()  # nothing loaded, nothing written
