@@ -109,7 +109,7 @@ def _loss_and_grads(model, exp, shared, chunked, temperature):
     g_logp, g_ent = (torch.randn(exp.response_ids.shape, generator=g, dtype=torch.float64) for _ in range(2))
     logp, ent = policy_logprobs(model, exp, temperature, with_entropy=True, chunked=chunked, shared_prefix=shared)
     loss = (logp * g_logp * exp.response_mask).sum() + (ent * g_ent * exp.response_mask).sum()
-    return logp, ent, torch.autograd.grad(loss, list(model.parameters()))
+    return logp, ent, torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -226,3 +226,19 @@ def test_update_takes_the_same_step_shared_or_not(micro):
     for a, b in zip(shared, unshared):
         torch.testing.assert_close(a, b, **TOL)
     assert max(d.abs().max() for d in unshared) > 0
+
+
+def test_a_lora_policy_shares_through_its_inner_model():
+    """A PEFT LoRA policy (adapters on q, v and the MLP): the shared forward runs its inner model's layers, which
+    carry the adapters, and gives the unshared numbers and adapter gradients."""
+    peft = pytest.importorskip("peft")
+    base = tiny_model(V).double()
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"],
+                             init_lora_weights=False)  # B != 0: the adapters change the forward
+    model = peft.get_peft_model(base, config).eval()
+    exp = grouped_experience(seed=4)
+    want_logp, _, want = _loss_and_grads(model, exp, False, False, 1.0)
+    logp, _, got = _loss_and_grads(model, exp, True, False, 1.0)
+    torch.testing.assert_close(logp * exp.response_mask, want_logp * exp.response_mask, **TOL)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOL)
