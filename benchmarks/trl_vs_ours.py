@@ -198,7 +198,8 @@ def workloads(args) -> dict[str, dict]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", choices=["tiny", "smol", "long", "all"], default=None, help="default all (--quick: tiny)")
+    ap.add_argument("--workload", choices=["tiny", "smol", "long", "all"], default=None,
+                    help="default all (--quick: tiny)")
     ap.add_argument("--repeats", type=int, default=3, help="rounds of TRL + ours, tiny workload")
     ap.add_argument("--steps", type=int, default=20, help="RL steps per run, tiny workload")
     ap.add_argument("--warmup-steps", type=int, default=2, help="first steps left out of medians/throughput")

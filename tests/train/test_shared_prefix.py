@@ -99,7 +99,8 @@ def test_hidden_states_equal_the_whole_rows_forward():
     model = tiny_model(V).double()
     exp = grouped_experience()
     with torch.no_grad():
-        got = shared_prefix_hidden(model.model, exp, torch.device("cpu"), prompt_groups(exp.prompt_ids, exp.prompt_mask))
+        groups = prompt_groups(exp.prompt_ids, exp.prompt_mask)
+        got = shared_prefix_hidden(model.model, exp, torch.device("cpu"), groups)
         want = model.model(**exp.model_inputs("cpu"), use_cache=False).last_hidden_state[:, -T - 1 : -1]
     torch.testing.assert_close(got, want, **TOL)
 
