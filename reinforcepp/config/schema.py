@@ -347,6 +347,12 @@ class TrainConfig(_Section):
         "For long responses and large vocabularies when memory is the limit. Passes without gradient always "
         "run chunked.",
     )
+    shared_prefix: bool = Field(
+        True, description="Run each distinct prompt of a micro-batch once in the trainer's policy and reference "
+        "forwards (Llama family), its KV cache shared by the rows that carry it and its gradient summed over "
+        "them: the same numbers to float rounding, n - 1 prompt computations fewer per group of n in a "
+        "micro-batch. Off, or any other model, or with gradient_checkpointing: every row computes its prompt.",
+    )
     gradient_checkpointing: bool = Field(
         False, description="Recompute each decoder layer's activations in the backward (non-reentrant): the same "
         "gradients, less activation memory, about one more forward pass of time.",

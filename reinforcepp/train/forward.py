@@ -11,6 +11,7 @@ from reinforcepp.models.inputs import is_llama_family
 from reinforcepp.models.lora import base_causal_lm
 
 from .experience import Experience
+from .shared_prefix import prompt_groups, shared_prefix_hidden, uses_checkpointing
 
 
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
@@ -62,7 +63,7 @@ def compute_device(model: torch.nn.Module) -> torch.device:
 
 def policy_logprobs(
     model: torch.nn.Module, exp: Experience, temperature: float, *, with_entropy: bool = False,
-    chunked: bool = False, autocast: str = "auto",
+    chunked: bool = False, autocast: str = "auto", shared_prefix: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(o_t | prompt, o_<t) / temperature-scaled, for every response position.
 
@@ -72,7 +73,9 @@ def policy_logprobs(
     memory; a LoRA (PEFT) model takes this path through its inner model, whose layers carry the adapters
     (unless the LM head has one). Otherwise the model's own forward with ``logits_to_keep`` gives the logits.
     Entropy is that of the sampling distribution softmax(z / temperature). ``autocast``: train.autocast
-    (:func:`autocast_dtype`).
+    (:func:`autocast_dtype`). ``shared_prefix`` (train.shared_prefix): on that same Llama-family path, when
+    rows of the batch share a prompt and no activation checkpointing is on, each distinct prompt runs once
+    (:func:`shared_prefix_hidden`); the same numbers to float rounding.
 
     Shapes: -> (logp [B, T], entropy [B, T] or None), float32 (float64 for a float64 model), on the model's
     device.
@@ -81,21 +84,41 @@ def policy_logprobs(
     B, T = exp.response_ids.shape
     tokens = exp.response_ids.to(device)
     causal_lm = base_causal_lm(model)  # a PEFT wrapper's forward is its inner model's
-    head = plain_lm_head(causal_lm) if chunked or not torch.is_grad_enabled() else None
+    fused = chunked or not torch.is_grad_enabled()  # the LM head fused with the log-softmax
+    head = plain_lm_head(causal_lm) if fused or shared_prefix else None
+    groups = _shared_groups(causal_lm, exp) if shared_prefix and head is not None else None
     with autocast_for(device, autocast):
-        if head is not None:
+        if groups is not None:
+            hidden = shared_prefix_hidden(causal_lm.model, exp, device, groups)  # [B, T, H]
+        elif head is not None and fused:
             hidden = causal_lm.model(**exp.model_inputs(device), use_cache=False).last_hidden_state
-            hidden = hidden[:, -T - 1 : -1].reshape(B * T, hidden.shape[-1])  # position Lp - 1 + t predicts token t
-            logp, entropy = head_logprobs(hidden, head.weight, tokens.reshape(B * T), temperature,
+            hidden = hidden[:, -T - 1 : -1]  # position Lp - 1 + t predicts token t
+        else:
+            hidden = None
+        if hidden is not None and fused:
+            rows = hidden.reshape(B * T, hidden.shape[-1])
+            logp, entropy = head_logprobs(rows, head.weight, tokens.reshape(B * T), temperature,
                                           with_entropy=with_entropy)
             return logp.view(B, T), None if entropy is None else entropy.view(B, T)
-        logits = model(**exp.model_inputs(device), use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
+        if hidden is not None:
+            logits = head(hidden)
+        else:
+            logits = model(**exp.model_inputs(device), use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
     logits = logits.to(compute_dtype(logits))  # [B, T, V]
     if temperature != 1.0:
         logits = logits / temperature
     logp = token_logprobs(logits, tokens)
     entropy = entropy_from_logits(logits) if with_entropy else None
     return logp, entropy
+
+
+def _shared_groups(causal_lm: torch.nn.Module, exp: Experience) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`prompt_groups` of ``exp`` when a shared-prefix forward pays and can run: some prompt repeats,
+    there are response positions, and no layer checkpoints its activations (HF drops the cache there)."""
+    if exp.response_ids.shape[1] == 0 or uses_checkpointing(causal_lm.model):
+        return None
+    groups = prompt_groups(exp.prompt_ids, exp.prompt_mask)
+    return groups if len(groups[0]) < exp.prompt_ids.shape[0] else None
 
 
 def plain_lm_head(model: torch.nn.Module) -> torch.nn.Linear | None:

@@ -210,7 +210,8 @@ def make_experience(run: Run, exp: Experience, old_logp: str = "forward", *, pol
     temperature, autocast = run.cfg.rollout.temperature, run.cfg.train.autocast
 
     def logprobs(model: torch.nn.Module) -> Callable[[Experience], torch.Tensor]:
-        return lambda mb: policy_logprobs(model, mb, temperature, autocast=autocast)[0]
+        return lambda mb: policy_logprobs(model, mb, temperature, autocast=autocast,
+                                          shared_prefix=run.cfg.train.shared_prefix)[0]
 
     if old_logp == "forward":
         exp.old_logp = _in_micro_batches(logprobs(run.policy), exp, policy_order, run.cfg)

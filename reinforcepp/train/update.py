@@ -157,7 +157,7 @@ def update_actor(opt: Optimization, exp: Experience, cfg: Config, orders: list[t
         def micro_losses(mb: Experience, micro: torch.Tensor) -> torch.Tensor:
             logp, entropy = policy_logprobs(
                 opt.model, mb, cfg.rollout.temperature, with_entropy=True, chunked=cfg.train.chunked_logprobs,
-                autocast=cfg.train.autocast,
+                autocast=cfg.train.autocast, shared_prefix=cfg.train.shared_prefix,
             )
             device = logp.device
             mask = mb.response_mask.to(device)
