@@ -136,10 +136,12 @@ def _run_train(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from reinforcepp.train import dist, train  # torch and transformers load only when training
 
+    finished = False
     try:
         final = train(cfg)
+        finished = True
     finally:
-        dist.shutdown()
+        dist.shutdown(finished=finished)
     if dist.is_main():  # under torchrun rank 0 alone reports
         print(f"final model: {final}")
     return 0

@@ -79,8 +79,13 @@ def init(device: torch.device, timeout_s: float) -> None:
                                   device_id=device if device.type == "cuda" else None)
 
 
-def shutdown() -> None:
+def shutdown(*, finished: bool = False) -> None:
+    """Destroy the process group. ``finished``: every rank got here after a whole run, so they first wait for
+    each other: a rank that destroyed its gloo group while rank 0 still wrote the final model was seen to abort
+    ("terminate called without an active exception"). After an error no rank waits (the others may never come)."""
     if initialized():
+        if finished:
+            barrier()
         torch_dist.destroy_process_group()
 
 

@@ -106,8 +106,14 @@ ATTACKS = [
     Attack("unix_socket_in_host_run", _unix_talk("unix_run")),
     Attack("abstract_unix_socket", _unix_talk("unix_abstract")),
     Attack("read_world_readable_file_in_srv", _read_any('[H["srv_file"]]')),
+    # the checkout's parent may exist inside under the same name (a checkout in /tmp: the sandbox has its own
+    # /tmp), so what counts there is seeing the checkout in it
     Attack("list_and_read_the_project_checkout", _read_any(
-        '[H["checkout"], os.path.dirname(H["checkout"]), H["checkout"] + "/README.md", "/work"]')),
+        '[H["checkout"], H["checkout"] + "/README.md", "/work"]') + """
+ok, names = attempt(lambda: os.listdir(os.path.dirname(H["checkout"])))
+if ok and os.path.basename(H["checkout"]) in names:
+    report(True, parent=names[:5])
+"""),
     Attack("read_etc_shadow_and_passwd", _read_any('["/etc/shadow", "/etc/passwd", "/etc/hostname"]')),
     Attack("list_host_home_root_run_mnt", _read_any('["/root", "/home", "/run", "/mnt", "/var", "/etc", "/opt"]')),
     Attack("read_a_host_file_in_dev_shm", _read_any('[H["shm_file"]]')),
