@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from reinforcepp.cli import main
-from reinforcepp.demo.pipeline import TABLE, before_after_table
+from reinforcepp.demo.summary import TABLE, before_after_table
 from reinforcepp.report.html import fmt, fmt_points
 
 FAST = ["sft.max_steps=3", "train.num_steps=2", "train.eval_every=1", "rollout.batch_size=16",
