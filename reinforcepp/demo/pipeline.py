@@ -70,8 +70,5 @@ def run_demo(output_dir: str | Path = "runs/demo", overrides: Sequence[str] = ()
     final = train(rl_cfg)
 
     print("[4/4] report")
-    notes = [f"Held-out: {HELD_OUT} addition prompts that neither SFT nor RL ever saw; the same sampling settings "
-             f"(T={rl_cfg.eval.temperature}, {rl_cfg.eval.samples_per_prompt} samples per prompt, same seed) "
-             "before and after."]
-    return finish_demo(out, final, start, "REINFORCE++ on two-number addition (reinforcepp demo)", notes,
-                       "SFT", sft_time_s=sft_seconds)
+    return finish_demo(rl_cfg, final, start, "REINFORCE++ on two-number addition (reinforcepp demo)",
+                       f"{HELD_OUT} addition prompts that neither SFT nor RL ever saw", "SFT", sft_time_s=sft_seconds)

@@ -66,8 +66,5 @@ def run_smollm2_demo(output_dir: str | Path = "runs/demo-smollm2", overrides: Se
     final = train(cfg)
 
     print("[3/3] report")
-    notes = [f"Held-out: {HELD_OUT} addition pairs RL never saw; the same sampling settings (T={cfg.eval.temperature}, "
-             f"{cfg.eval.samples_per_prompt} samples per prompt, same seed) and the same grading (the response's last "
-             "integer) before and after."]
-    return finish_demo(out, final, start, "REINFORCE++-baseline on SmolLM2-135M-Instruct (reinforcepp demo)", notes,
-                       "pretrained")
+    return finish_demo(cfg, final, start, "REINFORCE++-baseline on SmolLM2-135M-Instruct (reinforcepp demo)",
+                       f"{HELD_OUT} addition pairs RL never saw, graded on the response's last integer", "pretrained")

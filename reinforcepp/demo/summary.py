@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+from reinforcepp.config import Config
+
 # (metric, label) rows of the before/after table; accuracies are pass@k over the held-out prompts
 TABLE = (
     ("eval/sampled/pass@1", "held-out accuracy, sampled T=1 (pass@1)"),
@@ -21,13 +23,15 @@ def refuse_non_empty(out: Path) -> None:
         raise FileExistsError(f"{out} is not empty; remove it or pass another --output")
 
 
-def finish_demo(out: Path, final: Path, started: float, title: str, notes: list[str], start_label: str,
+def finish_demo(cfg: Config, final: Path, started: float, title: str, held_out: str, start_label: str,
                 **extra: float) -> dict:
-    """Write ``summary.json`` and ``report.html`` of the run in ``out``, print the table; returns the summary.
-    Before = the run's first evaluation (step 0), after = its last; ``extra`` goes into the summary as is."""
+    """Write ``summary.json`` and ``report.html`` of the run in ``cfg.output_dir``, print the table; returns the
+    summary. Before = the run's first evaluation (step 0), after = its last; ``held_out`` says what the held-out
+    prompts are; ``extra`` goes into the summary as is."""
     from reinforcepp.report import write_run_report
     from reinforcepp.report.read import eval_records, read_metrics
 
+    out = Path(cfg.output_dir)
     evals = eval_records(read_metrics(out / "metrics.jsonl"))
     before, after = ({k: v for k, v in r.items() if k != "step"} for r in (evals[0], evals[-1]))
     summary = {
@@ -39,7 +43,9 @@ def finish_demo(out: Path, final: Path, started: float, title: str, notes: list[
         "model_dir": str(final),
         "wall_time_s": time.perf_counter() - started,
         **extra,
-        "notes": [*notes, f"Before = {start_label} (step {evals[0]['step']}), after = the final policy "
+        "notes": [f"Held-out: {held_out}; the same sampling settings (T={cfg.eval.temperature}, "
+                  f"{cfg.eval.samples_per_prompt} samples per prompt, same seed) and grading before and after.",
+                  f"Before = {start_label} (step {evals[0]['step']}), after = the final policy "
                           f"(step {evals[-1]['step']})."],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
