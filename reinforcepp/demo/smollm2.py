@@ -2,12 +2,12 @@
 one-digit addition asked in words, evaluated before and after on held-out pairs, with the same report as
 the tiny job.
 
-Why this task: measured on 64 held-out prompts (16 new tokens), SmolLM2 answers "What is a + b? Answer with
-the number only." right 58% of the time greedily but 20% when sampling at T = 1 (it wanders off, or writes
-a wrong sum); two-digit sums start at 14% / 5%, too low for the ~60 RL steps 15 minutes buy on 2 cores.
-Why REINFORCE++-baseline: with 16 samples a step, 4 per prompt, the prompt's mean reward is a baseline
-that does not depend on which prompts (easy or hard) the step drew.
-"""
+Why this task: measured on 64 prompts (16 new tokens, last integer graded), SmolLM2 answers "What is a + b?
+Answer with the number only." right 58% of the time greedily but 20% when sampling at T = 1 (it wanders off,
+or writes a wrong sum); two-digit sums start at 14% / 5%, too low for the 30 RL steps of 16 samples that
+fit the time budget (docs/experiments.md).
+Why REINFORCE++-baseline: with 16 samples a step, 4 per prompt, the prompt's mean reward is a baseline that
+does not depend on which prompts (easy or hard) the step drew; then the batch's z-score as in REINFORCE++."""
 
 from __future__ import annotations
 
