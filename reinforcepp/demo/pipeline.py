@@ -1,4 +1,4 @@
-"""The main job, end to end: make the task, train a small model from scratch by SFT, improve it with
+"""The tiny job (`reinforcepp demo --model tiny`), end to end: make the task, train a small model from scratch by SFT, improve it with
 REINFORCE++, evaluate before and after on held-out prompts, write the report.
 
 Why this model and task: a 15-minute budget on 2 CPU cores buys about a hundred RL steps of 512 samples
@@ -39,7 +39,7 @@ def demo_configs(output_dir: Path, overrides: Sequence[str] = ()) -> tuple[Confi
 
 
 def run_demo(output_dir: str | Path = "runs/demo", overrides: Sequence[str] = ()) -> dict:
-    """Run the main job into ``output_dir``; returns the summary also written to ``summary.json``."""
+    """Run the tiny job into ``output_dir``; returns the summary also written to ``summary.json``."""
     from reinforcepp.stages import run_sft
     from reinforcepp.tasks.addition import addition_splits, with_noisy_responses
     from reinforcepp.testing import save_tiny_checkpoint

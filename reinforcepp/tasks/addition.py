@@ -1,4 +1,4 @@
-"""Two-number addition, ``"17+72="`` -> ``"89"``: the main job's task (and the peer benchmark's).
+"""Two-number addition, ``"17+72="`` -> ``"89"``: the tiny demo job's task (and the peer benchmark's).
 
 Every pair (a, b) with 0 <= a, b <= max_operand appears once; a seeded shuffle puts ``held_out`` pairs
 aside, so no held-out prompt is ever trained on, by SFT or by RL. Rows carry ``answer`` (for the

@@ -1,4 +1,4 @@
-"""`reinforcepp demo --model tiny` on a tiny budget: the same pipeline and files as `reinforcepp demo`, in seconds."""
+"""`reinforcepp demo --model tiny` on a tiny budget: the same pipeline and files as `make demo`, in seconds."""
 
 import json
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The main job's task: every addition pair once, a held-out split never trained on, noisy SFT targets."""
+"""The tiny demo job's task: every addition pair once, a held-out split never trained on, noisy SFT targets."""
 
 import pytest
 
