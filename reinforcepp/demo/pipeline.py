@@ -1,9 +1,9 @@
-"""The tiny job (`reinforcepp demo --model tiny`), end to end: make the task, train a small model from scratch by SFT, improve it with
-REINFORCE++, evaluate before and after on held-out prompts, write the report.
+"""The tiny job (`reinforcepp demo --model tiny`), end to end: make the task, train a small model from
+scratch by SFT, improve it with REINFORCE++, evaluate before and after on held-out prompts, write the report.
 
 Why this model and task: a 15-minute budget on 2 CPU cores buys about a hundred RL steps of 512 samples
-with a 4M-parameter model, but only about ten of 128 samples with a 135M one (SmolLM2-135M). So the run
-trains its own starting policy by SFT on noisy demonstrations (``SFT_NOISE`` of them have a wrong digit):
+with a 4M-parameter model, but about 30 of 16 samples with a 135M one (SmolLM2-135M, the main job, on
+one-digit sums). So this job, on two-digit sums with carries, trains its own starting policy by SFT on noisy demonstrations (``SFT_NOISE`` of them have a wrong digit):
 past the carry transition it answers right greedily, but its samples copy the noise, and REINFORCE++
 with a verifier's reward removes it. Nothing is downloaded.
 """

@@ -41,7 +41,8 @@ def test_leading_integer_reward():
 
 def test_question_splits_ask_in_words_and_hold_the_same_pairs_out():
     train, held_out = question_splits(max_operand=9, held_out=20, seed=3)
-    assert held_out[0]["prompt"].startswith("What is ") and held_out[0]["prompt"].endswith("Answer with the number only.")
+    prompt = held_out[0]["prompt"]
+    assert prompt.startswith("What is ") and prompt.endswith("Answer with the number only.")
     assert [r["answer"] for r in held_out] == [r["answer"] for r in addition_splits(9, 20, seed=3)[1]]
     assert len(train) == 80 and not {r["prompt"] for r in train} & {r["prompt"] for r in held_out}
 
