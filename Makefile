@@ -1,5 +1,5 @@
 # Two entry points, each installs what it needs into .venv on first use:
-#   make demo-smollm2  the main job: REINFORCE++-baseline on SmolLM2-135M-Instruct, one-digit addition (~7 min on 2 CPU cores)
+#   make demo-smollm2  the main job: REINFORCE++-baseline on SmolLM2-135M-Instruct, one-digit addition (~7 CPU minutes)
 #   make demo        the same loop on a 4.2M model SFT-trained on addition in the run (about 10 min on 2 CPU cores)
 #   make test        the whole test suite (CPU, tiny tensors and models)
 #   make quickstart  a 20-second REINFORCE++ smoke run on a tiny random model (examples/quickstart.yaml)
