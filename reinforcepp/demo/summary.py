@@ -45,7 +45,7 @@ def finish_demo(cfg: Config, final: Path, started: float, title: str, held_out: 
         **extra,
         "notes": [f"Held-out: {held_out}; the same sampling settings (T={cfg.eval.temperature}, "
                   f"{cfg.eval.samples_per_prompt} samples per prompt, same seed) and grading before and after.",
-                  f"Before = {start_label} (step {evals[0]['step']}), after = the final policy "
+                  f"Before = the {start_label} model (step {evals[0]['step']}), after = the final policy "
                           f"(step {evals[-1]['step']})."],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
