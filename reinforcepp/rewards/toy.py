@@ -32,3 +32,16 @@ _DIGITS = re.compile(r"\d+")
 def leading_integer(prompts: list[str], completions: list[str], answer: list[str], **_: object) -> list[float]:
     """1.0 when the run of digits at the very start of the completion equals ``answer``, else 0.0."""
     return leading_match(_DIGITS, completions, answer)
+
+
+_INTEGER = re.compile(r"-?\d+")
+
+
+def last_integer(prompts: list[str], completions: list[str], answer: list[str], **_: object) -> list[float]:
+    """1.0 when the last integer written in the completion equals ``answer``, else 0.0: a chat model may
+    explain first ("7 + 5 = 12"), but a response cut off mid-sentence, or ending on another number, fails."""
+    scores = []
+    for completion, expected in zip(completions, answer):
+        found = _INTEGER.findall(completion.replace(",", ""))
+        scores.append(1.0 if found and int(found[-1]) == int(str(expected).strip()) else 0.0)
+    return scores

@@ -1,4 +1,4 @@
-"""The main job on a tiny budget: the same pipeline and files as `reinforcepp demo`, in seconds."""
+"""`reinforcepp demo --model tiny` on a tiny budget: the same pipeline and files as `make demo`, in seconds."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from reinforcepp.cli import main
-from reinforcepp.demo.pipeline import TABLE, before_after_table
+from reinforcepp.demo.summary import TABLE, before_after_table
 from reinforcepp.report.html import fmt, fmt_points
 
 FAST = ["sft.max_steps=3", "train.num_steps=2", "train.eval_every=1", "rollout.batch_size=16",
@@ -17,7 +17,7 @@ FAST = ["sft.max_steps=3", "train.num_steps=2", "train.eval_every=1", "rollout.b
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
-    assert main(["demo", "--output", str(out), *FAST]) == 0
+    assert main(["demo", "--model", "tiny", "--output", str(out), *FAST]) == 0
     return out
 
 
@@ -63,5 +63,5 @@ def test_the_printed_table_holds_the_change_in_points():
 
 
 def test_the_demo_refuses_a_non_empty_output_directory(demo_run, capsys):
-    assert main(["demo", "--output", str(demo_run), *FAST]) == 2
+    assert main(["demo", "--model", "tiny", "--output", str(demo_run), *FAST]) == 2
     assert "is not empty" in capsys.readouterr().err

