@@ -348,10 +348,12 @@ class TrainConfig(_Section):
         "run chunked.",
     )
     shared_prefix: bool = Field(
-        True, description="Run each distinct prompt of a micro-batch once in the trainer's policy and reference "
+        False, description="Run each distinct prompt of a micro-batch once in the trainer's policy and reference "
         "forwards (Llama family), its KV cache shared by the rows that carry it and its gradient summed over "
         "them: the same numbers to float rounding, n - 1 prompt computations fewer per group of n in a "
-        "micro-batch. Off, or any other model, or with gradient_checkpointing: every row computes its prompt.",
+        "micro-batch. Off, or any other model, or with gradient_checkpointing: every row computes its prompt. "
+        "Off by default: under torchrun a rank whose micro-batch shares and one whose does not call the FSDP "
+        "layers a different number of times and hang (found in CI); use it in one process.",
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute each decoder layer's activations in the backward (non-reentrant): the same "
