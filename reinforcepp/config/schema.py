@@ -348,12 +348,12 @@ class TrainConfig(_Section):
         "run chunked.",
     )
     shared_prefix: bool = Field(
-        False, description="Run each distinct prompt of a micro-batch once in the trainer's policy and reference "
+        True, description="Run each distinct prompt of a micro-batch once in the trainer's policy and reference "
         "forwards (Llama family), its KV cache shared by the rows that carry it and its gradient summed over "
         "them: the same numbers to float rounding, n - 1 prompt computations fewer per group of n in a "
-        "micro-batch. Off, or any other model, or with gradient_checkpointing: every row computes its prompt. "
-        "Off by default: under torchrun a rank whose micro-batch shares and one whose does not call the FSDP "
-        "layers a different number of times and hang (found in CI); use it in one process.",
+        "micro-batch (rollout.n_samples_per_prompt > 1). A micro-batch shares when a prompt repeats in it on any "
+        "rank (one all-reduce under torchrun: every rank runs its layers as often). Off, any other model, or "
+        "gradient_checkpointing: every row computes its prompt.",
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute each decoder layer's activations in the backward (non-reentrant): the same "

@@ -52,7 +52,8 @@ class Experience:
         keep_prompt = sub.prompt_mask.any(dim=0).nonzero()
         keep_response = sub.response_mask.any(dim=0).nonzero()
         p0 = int(keep_prompt[0]) if len(keep_prompt) else sub.prompt_mask.shape[1]
-        t1 = int(keep_response[-1]) + 1 if len(keep_response) else 0
+        # at least one response column: every micro-batch runs the same forwards (no rank skips one under FSDP)
+        t1 = int(keep_response[-1]) + 1 if len(keep_response) else min(1, sub.response_mask.shape[1])
         trimmed = {}
         for f in fields(sub):
             v = getattr(sub, f.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 
 import torch
 
@@ -10,6 +11,7 @@ from reinforcepp.algos import compute_dtype, entropy_from_logits, head_logprobs,
 from reinforcepp.models.inputs import is_llama_family
 from reinforcepp.models.lora import base_causal_lm
 
+from . import dist
 from .experience import Experience
 from .shared_prefix import prompt_groups, shared_prefix_hidden, uses_checkpointing
 
@@ -74,8 +76,13 @@ def policy_logprobs(
     (unless the LM head has one). Otherwise the model's own forward with ``logits_to_keep`` gives the logits.
     Entropy is that of the sampling distribution softmax(z / temperature). ``autocast``: train.autocast
     (:func:`autocast_dtype`). ``shared_prefix`` (train.shared_prefix): on that same Llama-family path, when
-    rows of the batch share a prompt and no activation checkpointing is on, each distinct prompt runs once
-    (:func:`shared_prefix_hidden`); the same numbers to float rounding.
+    rows of the batch share a prompt on some rank and no activation checkpointing is on, each distinct prompt
+    runs once (:func:`shared_prefix_hidden`); the same numbers to float rounding.
+
+    Under FSDP2 the decoder runs through the root's registered :data:`HIDDEN_METHOD` (:func:`sharding.shard`),
+    so that the root gathers its parameters (embeddings, final norm, LM head) first, and every rank makes the
+    same decision to share: a rank whose decoder ran twice (prompts, then responses) while another's ran once
+    would pair their layers' all-gathers wrongly and hang.
 
     Shapes: -> (logp [B, T], entropy [B, T] or None), float32 (float64 for a float64 model), on the model's
     device.
@@ -85,22 +92,18 @@ def policy_logprobs(
     tokens = exp.response_ids.to(device)
     causal_lm = base_causal_lm(model)  # a PEFT wrapper's forward is its inner model's
     fused = chunked or not torch.is_grad_enabled()  # the LM head fused with the log-softmax
-    head = plain_lm_head(causal_lm) if fused or shared_prefix else None
-    groups = _shared_groups(causal_lm, exp) if shared_prefix and head is not None else None
+    sharded = callable(getattr(model, HIDDEN_METHOD, None))
+    head = plain_lm_head(causal_lm, sharded=sharded) if fused or shared_prefix else None
+    shared = shared_prefix and head is not None and _shares(causal_lm, exp)
     with autocast_for(device, autocast):
-        if groups is not None:
-            hidden = shared_prefix_hidden(causal_lm.model, exp, device, groups)  # [B, T, H]
-        elif head is not None and fused:
-            hidden = causal_lm.model(**exp.model_inputs(device), use_cache=False).last_hidden_state
-            hidden = hidden[:, -T - 1 : -1]  # position Lp - 1 + t predicts token t
-        else:
-            hidden = None
-        if hidden is not None and fused:
-            rows = hidden.reshape(B * T, hidden.shape[-1])
-            logp, entropy = head_logprobs(rows, head.weight, tokens.reshape(B * T), temperature,
-                                          with_entropy=with_entropy)
-            return logp.view(B, T), None if entropy is None else entropy.view(B, T)
-        if hidden is not None:
+        if shared or (head is not None and fused):
+            run_decoder = getattr(model, HIDDEN_METHOD) if sharded else partial(response_hidden, model)
+            hidden = run_decoder(_inputs_only(exp), device, shared)  # [B, T, H]
+            if fused:
+                rows = hidden.reshape(B * T, hidden.shape[-1])
+                logp, entropy = head_logprobs(rows, head.weight, tokens.reshape(B * T), temperature,
+                                              with_entropy=with_entropy)
+                return logp.view(B, T), None if entropy is None else entropy.view(B, T)
             logits = head(hidden)
         else:
             logits = model(**exp.model_inputs(device), use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
@@ -112,24 +115,52 @@ def policy_logprobs(
     return logp, entropy
 
 
-def _shared_groups(causal_lm: torch.nn.Module, exp: Experience) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """:func:`prompt_groups` of ``exp`` when a shared-prefix forward pays and can run: some prompt repeats,
-    there are response positions, and no layer checkpoints its activations (HF drops the cache there)."""
-    if exp.response_ids.shape[1] == 0 or uses_checkpointing(causal_lm.model):
-        return None
-    groups = prompt_groups(exp.prompt_ids, exp.prompt_mask)
-    return groups if len(groups[0]) < exp.prompt_ids.shape[0] else None
+# The name under which sharding.shard registers response_hidden as a forward method of an FSDP2 root.
+HIDDEN_METHOD = "reinforcepp_response_hidden"
 
 
-def plain_lm_head(model: torch.nn.Module) -> torch.nn.Linear | None:
+def response_hidden(model: torch.nn.Module, exp: Experience, device: torch.device, shared: bool) -> torch.Tensor:
+    """The final hidden states that predict each response token: position Lp - 1 + t of the whole rows'
+    forward for token t, or, when ``shared``, the same from each distinct prompt computed once
+    (:func:`shared_prefix_hidden`). ``model``: a Llama-family causal LM (a PEFT wrapper: its inner model).
+
+    Shapes: exp with [B, Lp] prompts and [B, T] responses -> [B, T, H].
+    """
+    decoder = base_causal_lm(model).model
+    if shared:
+        return shared_prefix_hidden(decoder, exp, device, prompt_groups(exp.prompt_ids, exp.prompt_mask))
+    T = exp.response_ids.shape[1]
+    hidden = decoder(**exp.model_inputs(device), use_cache=False).last_hidden_state
+    return hidden[:, -T - 1 : -1]  # position Lp - 1 + t predicts token t
+
+
+def _shares(causal_lm: torch.nn.Module, exp: Experience) -> bool:
+    """Whether the shared-prefix forward runs: on every rank it can (prompt and response positions, no layer
+    checkpointing its activations: HF drops the cache there) and on some rank a prompt repeats in the
+    micro-batch. One all-reduce under torchrun, so that every rank runs its decoder as often."""
+    can = 0 not in exp.response_ids.shape and exp.prompt_ids.shape[1] > 0 and not uses_checkpointing(causal_lm.model)
+    repeats = can and len(prompt_groups(exp.prompt_ids, exp.prompt_mask)[0]) < exp.prompt_ids.shape[0]
+    cannot, repeating = dist.global_sum(torch.tensor([float(not can), float(repeats)])).tolist()
+    return cannot == 0 and repeating > 0
+
+
+def _inputs_only(exp: Experience) -> Experience:
+    """The ids and masks of ``exp``: what the decoder reads (an FSDP root's pre-forward would otherwise cast
+    and move the float fields too)."""
+    return Experience(exp.prompt_ids, exp.prompt_mask, exp.response_ids, exp.response_mask)
+
+
+def plain_lm_head(model: torch.nn.Module, *, sharded: bool = False) -> torch.nn.Linear | None:
     """The bias-free ``nn.Linear`` LM head of a bare Llama-family model, else None: other architectures,
     wrapped models (DDP; PEFT: pass its inner model, :func:`base_causal_lm`), LM heads with a LoRA adapter,
-    and heads with hooks or sharded weights (FSDP, accelerate offloading), which need their own forward."""
+    and heads with hooks or sharded weights (accelerate offloading), which need their own forward.
+    ``sharded``: the model is an FSDP2 root that runs :data:`HIDDEN_METHOD` (its parameters gathered before
+    the decoder runs and kept after it, as FSDP2 does for a root), so a sharded weight is taken."""
     head = dict(model.named_children()).get("lm_head")  # its own: a wrapper's attribute may reach an inner one
     if not is_llama_family(model) or type(head) is not torch.nn.Linear or head.bias is not None:
         return None
     hooked = head._forward_pre_hooks or head._forward_hooks or getattr(head, "_hf_hook", None) is not None
-    if hooked or type(head.weight.data) is not torch.Tensor:
+    if hooked or (type(head.weight.data) is not torch.Tensor and not sharded):
         return None
     return head
 

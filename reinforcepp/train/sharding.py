@@ -13,12 +13,14 @@ exchange a rank's decoding needs no collective, so ranks may stop decoding at di
 from __future__ import annotations
 
 import copy
+import types
 
 import torch
 
 from reinforcepp.config import Config
 
 from . import dist
+from .forward import HIDDEN_METHOD, response_hidden
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -42,7 +44,7 @@ def mixed_precision(cfg: Config, device: torch.device):
 def shard(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.nn.Module:
     """Apply FSDP2 in place (layers bottom-up, then the root); call before building the optimizer."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard, register_fsdp_forward_method
 
     # an explicit mesh of the run's device type (a default mesh on a GPU host moves CPU models to CUDA)
     mesh = init_device_mesh(device.type, (dist.world_size(),))
@@ -54,6 +56,10 @@ def shard(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.nn
     for layer in decoder_layers(model):
         fully_shard(layer, **options)
     fully_shard(model, **options)
+    # policy_logprobs runs the decoder without the LM head (to fuse the head with the log-softmax, or to share
+    # prompts): as a forward method of the root, which then gathers the root's parameters first
+    setattr(model, HIDDEN_METHOD, types.MethodType(response_hidden, model))
+    register_fsdp_forward_method(model, HIDDEN_METHOD)
     return model
 
 

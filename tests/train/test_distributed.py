@@ -267,3 +267,23 @@ def test_dynamic_sampling_and_adaptive_kl_do_not_depend_on_the_number_of_ranks(t
         for key in ("filter/rounds", "filter/dropped_groups", "filter/filled_groups", "reward/mean"):
             assert r1[key] == r2[key], key  # one decision from the gathered rewards: the same groups
         assert r2["kl/coef"] == pytest.approx(r1["kl/coef"], rel=1e-6)
+
+
+def test_shared_prefix_on_two_ranks_trains_as_one_process_without_it(tiny_dir, prompt_file, varied_reward, tmp_path):
+    """train.shared_prefix under FSDP2, micro-batches of 2 of a group's rows shuffled over the ranks: a micro-batch
+    that repeats a prompt on one rank while the other rank's does not (both happen in this run) makes every rank
+    share (else their layers' all-gathers pair wrongly and the job hangs); the model is one process's without it."""
+    shuffled = ("train.batch_size=16", "train.micro_batch_size=2")
+    one, two = tmp_path / "one", tmp_path / "two"
+    _ok(run_cli("grpo", _overrides(tiny_dir, prompt_file, varied_reward, one, *shuffled, "train.shared_prefix=false"),
+                ranks=0))
+    _ok(run_cli("grpo", _overrides(tiny_dir, prompt_file, varied_reward, two, *shuffled, "train.shared_prefix=true"),
+                ranks=2, timeout=120))
+    start, a, b = load_file(Path(tiny_dir) / "model.safetensors"), weights(one), weights(two)
+    assert max((a[k] - start[k]).abs().max().item() for k in a) > 0.5 * LR
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0.02 * LR * STEPS, msg=name)
+    for r1, r2 in zip(metrics(one), metrics(two), strict=True):
+        assert r1["reward/mean"] == r2["reward/mean"]
+        for key in ("advantages/std", "actor/grad_norm", "actor/pg_loss"):
+            assert r2[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-6), key

@@ -81,3 +81,16 @@ def test_other_models_take_their_own_forward():
     hooked = tiny_model(V)
     hooked.lm_head.register_forward_pre_hook(lambda module, args: None)  # e.g. FSDP's all-gather
     assert plain_lm_head(hooked) is None
+
+
+def test_a_micro_batch_whose_rows_all_left_the_update_keeps_one_response_column():
+    """Rows masked out (dynamic sampling, a skipped baseline, algo.mask_truncated) are trimmed like padding, but a
+    micro-batch keeps one response column, so its forwards run as every other rank's do under FSDP."""
+    exp = random_experience(5)
+    exp.keep_rows(torch.tensor([True, False, False, True, False, False]))
+    masked = exp.rows(torch.tensor([1, 2, 4]))
+    assert masked.response_ids.shape == (3, 1) and masked.response_mask.sum() == 0
+    with torch.no_grad():
+        logp, _ = policy_logprobs(tiny_model(V).double(), masked, 1.0, shared_prefix=True)
+    assert logp.shape == (3, 1) and torch.isfinite(logp).all()
+    assert exp.rows(torch.tensor([0, 3])).response_ids.shape[1] >= 1
