@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import sys
 import warnings
 from collections.abc import Sequence
@@ -145,6 +146,8 @@ def _run_train(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from reinforcepp.train import dist, train  # torch and transformers load only when training
 
+    if dist.launched():  # a rank that dies in native code (an abort in a collective) prints where it was
+        faulthandler.enable()
     finished = False
     try:
         final = train(cfg)
