@@ -81,10 +81,14 @@ class TorchEngine:
         compact_fraction: float | None = 0.25,
         pad_token_id: int | None = None,
         max_batch_tokens: int | None = None,
+        fuse_qkv: bool = False,
+        fuse_gate_up: bool = False,
+        compile: bool = False,
     ):
         if max_batch_tokens is not None and max_batch_tokens <= 0:
             raise ValueError(f"max_batch_tokens must be > 0 or None, got {max_batch_tokens}")
         self.model = model
+        self.fuse_qkv, self.fuse_gate_up, self.compile = fuse_qkv, fuse_gate_up, compile
         self.max_batch_tokens = max_batch_tokens
         self.tokenizer = tokenizer
         self.fast_path = fast_path
@@ -111,7 +115,7 @@ class TorchEngine:
             return _HFBackend(model)
         reason = fast_path_unsupported_reason(model, max_length)
         if reason is None:
-            return _LlamaBackend(model)
+            return _LlamaBackend(model, fuse_qkv=self.fuse_qkv, fuse_gate_up=self.fuse_gate_up, compile=self.compile)
         if self.fast_path:
             raise ValueError(f"fast path unavailable: {reason}")
         return _HFBackend(model)
