@@ -83,6 +83,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         interleaved({v: _LlamaBackend(model, **VARIANTS[v])}, ids, mask, n, T, 0)
         first[v] = time.perf_counter() - t0
+        print(f"  first rollout of {v} (warm-up, compilation included): {first[v]:.1f} s", flush=True)
     for r in range(args.rounds):
         got = interleaved({v: _LlamaBackend(model, **VARIANTS[v]) for v in variants}, ids, mask, n, T, r)
         for v in variants:

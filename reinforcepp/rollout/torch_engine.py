@@ -70,6 +70,13 @@ class TorchEngine:
         max_batch_tokens: bound on the KV cache in token slots (rows x (prompt + max_new_tokens) positions);
             prompts are rolled out in consecutive chunks that fit it, at least one prompt's n samples each.
             None: all prompts at once.
+        fuse_qkv, fuse_gate_up: the fast path's decode runs one matmul for Q, K and V (and one for gate and
+            up) on weights concatenated at each rollout from the policy's current ones (a copy, freed with the
+            rollout); the same samples, log-probs to float rounding.
+        compile: ``torch.compile`` the fast path's decode step (one whole graph, sizes symbolic, compiled once
+            per model shape and process; :func:`.llama_backend._compiled_decode_step`). The first rollout pays
+            the compilation (15-40 s on this project's CPU at the tiny and SmolLM2 shapes); see
+            ``rollout.compile`` and docs/performance.md for where it pays.
     """
 
     def __init__(
