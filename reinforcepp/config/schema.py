@@ -149,7 +149,7 @@ class RolloutConfig(_Section):
         "log-probs equal to float rounding. On this project's 2-core CPU (DECODE_RESULTS in "
         "docs/performance.md): decode step 0.93x of eager on the 4M tiny model at 128 rows, 0.99x at the "
         "SmolLM2-135M shape at 16 rows, after a compilation at the process's first rollout of 15-40 s (tiny; "
-        "warm / cold inductor cache) and ~20-70 s (SmolLM2, warm cache): pays only on small models with "
+        "warm / cold inductor cache) and ~70-80 s (SmolLM2, warm cache): pays only on small models with "
         "large batches over hundreds of rollouts. Off = eager.",
     )
 

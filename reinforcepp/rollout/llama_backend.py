@@ -4,6 +4,11 @@ A lean re-implementation of the decoder's forward on the model's own parameters 
 engine always sees the policy's current weights) over a preallocated KV cache; see torch_engine.py's
 docstring. Checked against the HF forward in tests/rollout.
 
+Decode variants (off by default; measured in DECODE_RESULTS / docs/performance.md): ``fuse_qkv`` /
+``fuse_gate_up`` concatenate those weights into one matmul each (copies made at every prefill, i.e. at the
+start of every rollout, from the current parameters: never stale across updates); ``compile`` runs the decode
+step (:func:`_decode_step`) under torch.compile, one whole graph with symbolic sizes.
+
 LoRA (a peft model): each projection with an active adapter adds ``scale * B @ (A @ x)`` to ``W @ x``, from
 the adapter's own weights, as peft's forward does (the sum in another order: equal to float rounding);
 peft's variants (DoRA, merged or mixed-dtype adapters) fall back to the model's own forward.

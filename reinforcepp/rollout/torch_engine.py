@@ -75,7 +75,7 @@ class TorchEngine:
             rollout); the same samples, log-probs to float rounding.
         compile: ``torch.compile`` the fast path's decode step (one whole graph, sizes symbolic, compiled once
             per model shape and process; :func:`.llama_backend._compiled_decode_step`). The first rollout pays
-            the compilation (15-40 s on this project's CPU at the tiny and SmolLM2 shapes); see
+            the compilation (on this project's CPU: 15-40 s at the tiny shape, 70-80 s at SmolLM2-135M's); see
             ``rollout.compile`` and docs/performance.md for where it pays.
     """
 
