@@ -15,6 +15,13 @@ Workloads:
     .venv/bin/python benchmarks/rollout_vs_hf_generate.py --workload tiny --repeats 7
     .venv/bin/python benchmarks/rollout_vs_hf_generate.py --workload smol --prompts 8 --n 2 --max-new-tokens 32
 
+``--variants`` times several configurations of the engine's fast path in the same alternation (each repeat runs
+every variant, then HF): ``eager`` (the default), ``qkv`` / ``gu`` / ``fused`` (fused QKV, fused gate-up, both),
+``compile`` and ``compile+fused`` (torch.compile of the decode step). The first call of each variant (the
+warm-up, which includes the compilation for the compiled ones) is timed apart and printed.
+
+    .venv/bin/python benchmarks/rollout_vs_hf_generate.py --variants eager,fused,compile,compile+fused --no-peak
+
 ``--no-dedup`` passes the n copies of each prompt as separate prompts with n=1 (the engine then cannot
 prefill each distinct prompt once; HF never does).
 
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import sys
@@ -107,26 +115,58 @@ def run_engine(engine, prompts, n, args, vocab, seed):
     return r.response_mask.numel() / dt
 
 
+VARIANTS = {
+    "eager": {},
+    "qkv": dict(fuse_qkv=True),
+    "gu": dict(fuse_gate_up=True),
+    "fused": dict(fuse_qkv=True, fuse_gate_up=True),
+    "compile": dict(compile=True),
+    "compile+qkv": dict(compile=True, fuse_qkv=True),
+    "compile+fused": dict(compile=True, fuse_qkv=True, fuse_gate_up=True),
+}
+
+
 def bench(name, model, tok, prompts, n, args):
     from reinforcepp.rollout import TorchEngine
 
     pad_id = tok.pad_token_id if tok is not None else model.config.pad_token_id
     fast = {"auto": None, "off": False, "on": True}[args.fast_path]
-    engine = TorchEngine(model, tok, fast_path=fast, pad_token_id=pad_id)
+    variants = args.variants.split(",")
+    engines = {v: TorchEngine(model, tok, fast_path=fast, pad_token_id=pad_id, **VARIANTS[v]) for v in variants}
     vocab = model.config.vocab_size
-    # warm-up (also triggers lazy inits)
-    run_engine(engine, prompts, n, args, vocab, 0)
+    # warm-up (also triggers lazy inits; the compiled variants compile here)
+    first_call = {}
+    for v, engine in engines.items():
+        t0 = time.perf_counter()
+        run_engine(engine, prompts, n, args, vocab, 0)
+        first_call[v] = time.perf_counter() - t0
+        print(f"  [{name}] first call of {v}: {first_call[v]:.2f} s", flush=True)
     run_hf(model, prompts, n, args, pad_id, 0)
-    ours, hf = [], []
+    ours, hf = {v: [] for v in variants}, []
     for i in range(args.repeats):
-        ours.append(run_engine(engine, prompts, n, args, vocab, i + 1))
+        for v, engine in engines.items():
+            ours[v].append(run_engine(engine, prompts, n, args, vocab, i + 1))
         hf.append(run_hf(model, prompts, n, args, pad_id, i + 1))
-        print(f"  [{name}] repeat {i + 1}: engine {ours[-1]:8.0f} tok/s   hf {hf[-1]:8.0f} tok/s", flush=True)
+        print(f"  [{name}] repeat {i + 1}: " + "  ".join(f"{v} {ours[v][-1]:8.0f}" for v in variants)
+              + f"  hf {hf[-1]:8.0f} tok/s", flush=True)
+    if len(variants) > 1:
+        base = variants[0]
+        print(f"  [{name}] medians (tok/s), ratio to {base}, first call s: " + "; ".join(
+            f"{v} {statistics.median(ours[v]):.0f} ({statistics.median(ours[v]) / statistics.median(ours[base]):.3f}x, "
+            f"{first_call[v]:.1f} s)" for v in variants), flush=True)
+        # per-repeat ratios (each against the same repeat's base run): steadier than a ratio of medians
+        for v in variants[1:]:
+            r = [a / b for a, b in zip(ours[v], ours[base])]
+            print(f"  [{name}] {v} / {base} per repeat: median {statistics.median(r):.3f}x, "
+                  f"range {min(r):.3f}-{max(r):.3f}", flush=True)
+    engine = engines[variants[0]]
     row = dict(
         workload=name, batch=len(prompts) * n, prompts=len(prompts), n=n, new=args.max_new_tokens,
-        engine=statistics.median(ours), hf=statistics.median(hf),
-        backend=engine.last_backend + (", no dedup" if args.no_dedup else ""),
-        engine_runs=ours, hf_runs=hf,
+        engine=statistics.median(ours[variants[0]]), hf=statistics.median(hf),
+        backend=engine.last_backend + (", no dedup" if args.no_dedup else "")
+        + ("" if variants[0] == "eager" else f", {variants[0]}"),
+        engine_runs=ours[variants[0]], hf_runs=hf,
+        variants={v: dict(runs=ours[v], median=statistics.median(ours[v]), first_call_s=first_call[v]) for v in variants},
     )
     if not args.no_peak:
         c = model.config
@@ -152,16 +192,23 @@ def main(argv=None):
     ap.add_argument("--top-k", type=int, default=0)
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--fast-path", choices=["auto", "on", "off"], default="auto", help="engine backend")
+    ap.add_argument("--variants", default="eager",
+                    help=f"comma-separated engine variants, alternated; the first is the table's (one of {', '.join(VARIANTS)})")
     ap.add_argument("--no-dedup", action="store_true", help="give the engine the n copies as separate prompts")
     ap.add_argument("--tiny-model", type=Path, default=DEFAULT_TINY)
     ap.add_argument("--no-peak", action="store_true", help="skip the fp32 matmul peak and the second table")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="smoke check: tiny only, 2 repeats")
     args = ap.parse_args(argv)
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        ap.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     if args.quick:
         args.workload, args.repeats = "tiny", 2
     torch.set_num_threads(args.threads)
     print("command: " + shlex.join([sys.executable, *sys.argv]), flush=True)
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; torch {torch.__version__}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
     rows = []
     for name in (["tiny", "smol"] if args.workload == "all" else [args.workload]):
@@ -195,6 +242,7 @@ def main(argv=None):
             print(f"| {r['workload']} | {r['batch']} | {r['decode_peak'] / 1e9:.1f} "
                   f"| {r['flops_per_token'] / 1e6:.2f} M "
                   f"| {fe / 1e9:.1f} | {fe / r['decode_peak']:.1%} | {fh / 1e9:.1f} | {fh / r['decode_peak']:.1%} |")
+    print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     write_json(args.json_out, {"argv": sys.argv, "rows": rows})
 
 

@@ -40,7 +40,8 @@ def evaluate_model(cfg: Config) -> list[EvalResult]:
                            trust_remote_code=m.trust_remote_code)
     prompts, _ = tokenize_rows(rows, cfg, tokenizer, path)
     scorer = build_scorer(cfg, tokenizer, device, function)
-    engine = TorchEngine(model, tokenizer, max_batch_tokens=cfg.rollout.max_batch_tokens)
+    engine = TorchEngine(model, tokenizer, max_batch_tokens=cfg.rollout.max_batch_tokens,
+                         compile=cfg.rollout.compile, fuse_qkv=cfg.rollout.compile, fuse_gate_up=cfg.rollout.compile)
     results = run_eval_suite(cfg, engine, scorer, prompts, decode=lambda rollout: completion_texts(tokenizer, rollout))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

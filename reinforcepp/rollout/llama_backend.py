@@ -4,6 +4,11 @@ A lean re-implementation of the decoder's forward on the model's own parameters 
 engine always sees the policy's current weights) over a preallocated KV cache; see torch_engine.py's
 docstring. Checked against the HF forward in tests/rollout.
 
+Decode variants (off by default; measured in DECODE_RESULTS / docs/performance.md): ``fuse_qkv`` /
+``fuse_gate_up`` concatenate those weights into one matmul each (copies made at every prefill, i.e. at the
+start of every rollout, from the current parameters: never stale across updates); ``compile`` runs the decode
+step (:func:`_decode_step`) under torch.compile, one whole graph with symbolic sizes.
+
 LoRA (a peft model): each projection with an active adapter adds ``scale * B @ (A @ x)`` to ``W @ x``, from
 the adapter's own weights, as peft's forward does (the sum in another order: equal to float rounding);
 peft's variants (DoRA, merged or mixed-dtype adapters) fall back to the model's own forward.
@@ -59,6 +64,11 @@ class _Layer:
     eps2: float
     qk_eps: float
     low: dict[str, tuple[_LowRank, ...]]  # projection name (q k v o g u d) -> its active LoRA adapters
+    # fused projections (copies, built at each prefill from the current weights; None when off)
+    wqkv: torch.Tensor | None = None  # [wq; wk; wv]
+    bqkv: torch.Tensor | None = None
+    wgu: torch.Tensor | None = None  # [wg; wu]
+    bgu: torch.Tensor | None = None
 
 
 def _is_plain_linear(module: Any) -> bool:
@@ -189,6 +199,17 @@ def fast_path_unsupported_reason(model: Any, max_length: int | None = None) -> s
     return None
 
 
+def _fused(weights: tuple[torch.Tensor, ...], biases: tuple[torch.Tensor | None, ...]):
+    """One weight stacking ``weights`` along the output dim (a copy of the current values) and its bias
+    (None if all are None; zeros stand for a missing one)."""
+    w = torch.cat(weights)
+    if all(b is None for b in biases):
+        return w, None
+    b = torch.cat([torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) if y is None else y
+                   for x, y in zip(weights, biases)])
+    return w, b
+
+
 class _LlamaBackend:
     """Decoder forward for Llama-family models over a preallocated KV cache (see the module docstring).
 
@@ -198,11 +219,14 @@ class _LlamaBackend:
     without padding for the projections and MLPs (padding is only used inside attention).
     """
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, *, fuse_qkv: bool = False, fuse_gate_up: bool = False, compile: bool = False):
         self.model = unwrap_peft(model)
         self.config = self.model.config
         self.device = self.model.lm_head.weight.device
         self.dtype = self.model.lm_head.weight.dtype
+        self.fuse_qkv = fuse_qkv
+        self.fuse_gate_up = fuse_gate_up
+        self.compile = compile
 
     # -- building blocks -------------------------------------------------------------------------------
 
@@ -284,6 +308,11 @@ class _LlamaBackend:
                     low=dict(q=lq, k=lk, v=lv, o=lo, g=lg, u=lu, d=ld),
                 )
             )
+            L = layers[-1]
+            if self.fuse_qkv:
+                L.wqkv, L.bqkv = _fused((wq, wk, wv), (bq, bk, bv))
+            if self.fuse_gate_up:
+                L.wgu, L.bgu = _fused((wg, wu), (bg, bu))
         self.layers = layers
 
     def _rope_tables(self, length: int) -> None:
@@ -397,38 +426,73 @@ class _LlamaBackend:
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per row ([B]); return next-token logits [B, V] (float32)."""
-        B = tokens.shape[0]
-        H, Hkv, D, G = self.num_heads, self.num_kv_heads, self.head_dim, self.groups
-        nq, nk = H * D, Hkv * D
-        slot = self.length
-        kv_len = slot + 1
-        rope = self.rope_table.index_select(0, self.positions).unsqueeze(1)  # [B, 1, 2D]
-        cos, sin = rope[..., :D], rope[..., D:]
-        bias = self.key_bias[:, :kv_len].view(B, 1, kv_len)
-        qkvT = torch.empty(nq + 2 * nk, B, dtype=self.dtype, device=self.device)  # reused by every layer
-        work = torch.empty(2 * self.layers[0].wg.shape[0], B, dtype=self.dtype, device=self.device)
-        hT = F.embedding(tokens, self.embed).t().contiguous()  # [hidden, B]
-        for L, kc, vc in zip(self.layers, self.k_cache, self.v_cache):
-            xT = self._rms_t(hT, L.ln1, L.eps1)
-            self._mm_into(qkvT[:nq], L.wq, xT, L.bq, L.low["q"])
-            self._mm_into(qkvT[nq : nq + nk], L.wk, xT, L.bk, L.low["k"])
-            self._mm_into(qkvT[nq + nk :], L.wv, xT, L.bv, L.low["v"])
-            qkv = qkvT.t().contiguous()  # [B, (H + 2 Hkv) D], one blocked transpose
-            qk = qkv[:, : nq + nk].view(B, H + Hkv, D)
-            if L.q_norm is not None:
-                qk = torch.cat([self._rms(qk[:, :H], L.q_norm, L.qk_eps), self._rms(qk[:, H:], L.k_norm, L.qk_eps)], 1)
-            qk = torch.addcmul(qk * cos, qk.roll(D // 2, dims=-1), sin)
-            kc[:, :, slot].copy_(qk[:, H:])
-            vc[:, :, slot].copy_(qkv[:, nq + nk :].view(B, Hkv, D))
-            q = qk[:, :H].reshape(B * Hkv, G, D)
-            keys = kc.view(B * Hkv, -1, D)[:, :kv_len]
-            scores = torch.bmm(q, keys.transpose(1, 2)).view(B, Hkv * G, kv_len)
-            if scores.dtype != torch.float32:  # softmax in float32, as HF
-                scores = scores.float()
-            probs = torch.add(bias, scores, alpha=self.scaling).softmax(dim=-1).to(self.dtype)
-            o = torch.bmm(probs.view(B * Hkv, G, kv_len), vc.view(B * Hkv, -1, D)[:, :kv_len]).view(B, H * D)
-            self._add_mm(hT, L.wo, o.t(), L.bo, L.low["o"])
-            self._mlp_t(L, hT, work)
-        self.length = kv_len
+        step = _compiled_decode_step() if self.compile else _decode_step
+        logits = step(self, tokens, self.length)
+        self.length += 1
         self.positions = self.positions + 1
-        return self._logits_t(hT)
+        return logits
+
+
+def _decode_step(be: _LlamaBackend, tokens: torch.Tensor, slot: int) -> torch.Tensor:
+    """One decoding step of backend ``be``: write the keys/values of ``tokens`` [B] at cache position ``slot``
+    and return the next-token logits [B, V] (float32). A function of its arguments and ``be``'s tensors only
+    (no state update), so that torch.compile can trace it whole (:func:`_compiled_decode_step`)."""
+    B = tokens.shape[0]
+    H, Hkv, D, G = be.num_heads, be.num_kv_heads, be.head_dim, be.groups
+    nq, nk = H * D, Hkv * D
+    kv_len = slot + 1
+    rope = be.rope_table.index_select(0, be.positions).unsqueeze(1)  # [B, 1, 2D]
+    cos, sin = rope[..., :D], rope[..., D:]
+    bias = be.key_bias[:, :kv_len].view(B, 1, kv_len)
+    qkvT = torch.empty(nq + 2 * nk, B, dtype=be.dtype, device=be.device)  # reused by every layer
+    work = torch.empty(2 * be.layers[0].wg.shape[0], B, dtype=be.dtype, device=be.device)
+    hT = F.embedding(tokens, be.embed).t().contiguous()  # [hidden, B]
+    for L, kc, vc in zip(be.layers, be.k_cache, be.v_cache):
+        xT = be._rms_t(hT, L.ln1, L.eps1)
+        if L.wqkv is None:
+            be._mm_into(qkvT[:nq], L.wq, xT, L.bq, L.low["q"])
+            be._mm_into(qkvT[nq : nq + nk], L.wk, xT, L.bk, L.low["k"])
+            be._mm_into(qkvT[nq + nk :], L.wv, xT, L.bv, L.low["v"])
+        else:
+            be._mm_into(qkvT, L.wqkv, xT, L.bqkv)
+            be._add_low_rank(qkvT[:nq], L.low["q"], xT)
+            be._add_low_rank(qkvT[nq : nq + nk], L.low["k"], xT)
+            be._add_low_rank(qkvT[nq + nk :], L.low["v"], xT)
+        qkv = qkvT.t().contiguous()  # [B, (H + 2 Hkv) D], one blocked transpose
+        qk = qkv[:, : nq + nk].view(B, H + Hkv, D)
+        if L.q_norm is not None:
+            qk = torch.cat([be._rms(qk[:, :H], L.q_norm, L.qk_eps), be._rms(qk[:, H:], L.k_norm, L.qk_eps)], 1)
+        qk = torch.addcmul(qk * cos, qk.roll(D // 2, dims=-1), sin)
+        kc[:, :, slot:kv_len].copy_(qk[:, H:].unsqueeze(2))  # a slice, not an int index: no specialization on slot
+        vc[:, :, slot:kv_len].copy_(qkv[:, nq + nk :].view(B, Hkv, 1, D))
+        q = qk[:, :H].reshape(B * Hkv, G, D)
+        keys = kc.view(B * Hkv, -1, D)[:, :kv_len]
+        scores = torch.bmm(q, keys.transpose(1, 2)).view(B, Hkv * G, kv_len)
+        if scores.dtype != torch.float32:  # softmax in float32, as HF
+            scores = scores.float()
+        probs = torch.add(bias, scores, alpha=be.scaling).softmax(dim=-1).to(be.dtype)
+        o = torch.bmm(probs.view(B * Hkv, G, kv_len), vc.view(B * Hkv, -1, D)[:, :kv_len]).view(B, H * D)
+        be._add_mm(hT, L.wo, o.t(), L.bo, L.low["o"])
+        if L.wgu is None:
+            be._mlp_t(L, hT, work)
+        else:
+            inter = L.wg.shape[0]
+            xT = be._rms_t(hT, L.ln2, L.eps2)
+            be._mm_into(work, L.wgu, xT, L.bgu)
+            gate, up = work[:inter], work[inter:]
+            be._add_low_rank(gate, L.low["g"], xT)
+            be._add_low_rank(up, L.low["u"], xT)
+            be._add_mm(hT, L.wd, F.silu(gate, inplace=True).mul_(up), L.bd, L.low["d"])
+    return be._logits_t(hT)
+
+
+_COMPILED_DECODE_STEP = None
+
+
+def _compiled_decode_step():
+    """:func:`_decode_step` under ``torch.compile`` (inductor, one whole graph, every size symbolic: one
+    compilation serves every batch size, cache length and decoding step of a model shape; built once)."""
+    global _COMPILED_DECODE_STEP
+    if _COMPILED_DECODE_STEP is None:
+        _COMPILED_DECODE_STEP = torch.compile(_decode_step, fullgraph=True, dynamic=True)
+    return _COMPILED_DECODE_STEP

@@ -70,6 +70,13 @@ class TorchEngine:
         max_batch_tokens: bound on the KV cache in token slots (rows x (prompt + max_new_tokens) positions);
             prompts are rolled out in consecutive chunks that fit it, at least one prompt's n samples each.
             None: all prompts at once.
+        fuse_qkv, fuse_gate_up: the fast path's decode runs one matmul for Q, K and V (and one for gate and
+            up) on weights concatenated at each rollout from the policy's current ones (a copy, freed with the
+            rollout); the same samples, log-probs to float rounding.
+        compile: ``torch.compile`` the fast path's decode step (one whole graph, sizes symbolic, compiled once
+            per model shape and process; :func:`.llama_backend._compiled_decode_step`). The first rollout pays
+            the compilation (on this project's CPU: 15-40 s at the tiny shape, 70-80 s at SmolLM2-135M's); see
+            ``rollout.compile`` and docs/performance.md for where it pays.
     """
 
     def __init__(
@@ -81,10 +88,14 @@ class TorchEngine:
         compact_fraction: float | None = 0.25,
         pad_token_id: int | None = None,
         max_batch_tokens: int | None = None,
+        fuse_qkv: bool = False,
+        fuse_gate_up: bool = False,
+        compile: bool = False,
     ):
         if max_batch_tokens is not None and max_batch_tokens <= 0:
             raise ValueError(f"max_batch_tokens must be > 0 or None, got {max_batch_tokens}")
         self.model = model
+        self.fuse_qkv, self.fuse_gate_up, self.compile = fuse_qkv, fuse_gate_up, compile
         self.max_batch_tokens = max_batch_tokens
         self.tokenizer = tokenizer
         self.fast_path = fast_path
@@ -111,7 +122,7 @@ class TorchEngine:
             return _HFBackend(model)
         reason = fast_path_unsupported_reason(model, max_length)
         if reason is None:
-            return _LlamaBackend(model)
+            return _LlamaBackend(model, fuse_qkv=self.fuse_qkv, fuse_gate_up=self.fuse_gate_up, compile=self.compile)
         if self.fast_path:
             raise ValueError(f"fast path unavailable: {reason}")
         return _HFBackend(model)

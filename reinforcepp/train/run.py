@@ -303,4 +303,5 @@ def enable_gradient_checkpointing(model: torch.nn.Module | None) -> None:
 def _build_engine(cfg: Config, policy: torch.nn.Module, tokenizer) -> RolloutEngine:
     if cfg.rollout.engine == "vllm":
         raise ConfigError("rollout.engine: 'vllm' is not available yet; use 'torch'")
-    return TorchEngine(policy, tokenizer, max_batch_tokens=cfg.rollout.max_batch_tokens)
+    return TorchEngine(policy, tokenizer, max_batch_tokens=cfg.rollout.max_batch_tokens,
+                       compile=cfg.rollout.compile, fuse_qkv=cfg.rollout.compile, fuse_gate_up=cfg.rollout.compile)
