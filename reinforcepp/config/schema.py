@@ -355,6 +355,14 @@ class TrainConfig(_Section):
         "rank (one all-reduce under torchrun: every rank runs its layers as often). Off, any other model, or "
         "gradient_checkpointing: every row computes its prompt.",
     )
+    compile: bool = Field(
+        False, description="torch.compile each decoder layer of the trainer's models (policy, reference, critic) "
+        "once at start-up, per block with dynamic shapes (a new batch or sequence size does not recompile); "
+        "embeddings, LM head and the sampler's decoding stay eager, and so does a layer called with a KV cache "
+        "(the shared-prefix forwards of train.shared_prefix). Costs compilation time in the first steps: about "
+        "20-60 s on CPU with a cold inductor cache (~/.cache or $TORCHINDUCTOR_CACHE_DIR), less when warm. "
+        "See docs/performance.md for when it pays.",
+    )
     gradient_checkpointing: bool = Field(
         False, description="Recompute each decoder layer's activations in the backward (non-reentrant): the same "
         "gradients, less activation memory, about one more forward pass of time.",
