@@ -26,6 +26,7 @@ from reinforcepp.threads import apply_threads
 
 from . import dist, sharding
 from .checkpoint import CHECKPOINTS, remove_stale_temp_dirs
+from .compiled import compile_layers
 from .kl_control import KLController
 from .metrics import MetricsLog
 from .optim import build_optimizer
@@ -246,6 +247,9 @@ def build_run(cfg: Config) -> Run:
         for model in (policy, reference and reference.own_model, critic_model):
             if model is not None:
                 sharding.shard(model, cfg, device)
+    if cfg.train.compile:  # after sharding, so that FSDP's hooks stay outside the graphs
+        for model in (policy, reference and reference.own_model, critic_model):
+            compile_layers(model)
     total_updates = optimizer_steps_per_run(cfg)
     actor = Optimization(policy, *build_optimizer(policy, cfg.actor.optim, total_updates),
                          cfg.actor.optim.max_grad_norm)

@@ -287,3 +287,20 @@ def test_shared_prefix_on_two_ranks_trains_as_one_process_without_it(tiny_dir, p
         assert r1["reward/mean"] == r2["reward/mean"]
         for key in ("advantages/std", "actor/grad_norm", "actor/pg_loss"):
             assert r2[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.parametrize("shared", ["true", "false"])
+def test_compiled_layers_under_torchrun_train_the_eager_model(shared, tiny_dir, prompt_file, varied_reward, tmp_path):
+    """train.compile under FSDP2: the layers are compiled after sharding (FSDP's hooks outside the graphs); with
+    train.shared_prefix the cache-carrying calls run eagerly on every rank. Same weights as one eager process, to
+    the world-size tolerance above (the compiled kernels also sum in another order, ~1e-7 relative)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    extra = [f"train.shared_prefix={shared}", "rollout.n_samples_per_prompt=2"]
+    _ok(run_cli("reinforce_pp", _overrides(tiny_dir, prompt_file, varied_reward, one, *extra), ranks=0))
+    _ok(run_cli("reinforce_pp", _overrides(tiny_dir, prompt_file, varied_reward, two, *extra, "train.compile=true"),
+                ranks=2))
+    a, b = weights(one), weights(two)
+    start = load_file(Path(tiny_dir) / "model.safetensors")
+    assert max((a[k] - start[k]).abs().max().item() for k in a) > 0.5 * LR
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0.02 * LR * STEPS, msg=name)
