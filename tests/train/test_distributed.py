@@ -289,13 +289,12 @@ def test_shared_prefix_on_two_ranks_trains_as_one_process_without_it(tiny_dir, p
             assert r2[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-6), key
 
 
-@pytest.mark.parametrize("shared", ["true", "false"])
-def test_compiled_layers_under_torchrun_train_the_eager_model(shared, tiny_dir, prompt_file, varied_reward, tmp_path):
+def test_compiled_layers_under_torchrun_train_the_eager_model(tiny_dir, prompt_file, varied_reward, tmp_path):
     """train.compile under FSDP2: the layers are compiled after sharding (FSDP's hooks outside the graphs); with
     train.shared_prefix the cache-carrying calls run eagerly on every rank. Same weights as one eager process, to
     the world-size tolerance above (the compiled kernels also sum in another order, ~1e-7 relative)."""
     one, two = tmp_path / "one", tmp_path / "two"
-    extra = [f"train.shared_prefix={shared}", "rollout.n_samples_per_prompt=2"]
+    extra = ["train.shared_prefix=false", "rollout.n_samples_per_prompt=2"]  # with it, cached calls run eagerly
     _ok(run_cli("reinforce_pp", _overrides(tiny_dir, prompt_file, varied_reward, one, *extra), ranks=0))
     _ok(run_cli("reinforce_pp", _overrides(tiny_dir, prompt_file, varied_reward, two, *extra, "train.compile=true"),
                 ranks=2))
