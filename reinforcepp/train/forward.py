@@ -94,11 +94,11 @@ def policy_logprobs(
     fused = chunked or not torch.is_grad_enabled()  # the LM head fused with the log-softmax
     sharded = callable(getattr(model, HIDDEN_METHOD, None))
     head = plain_lm_head(causal_lm, sharded=sharded) if fused or shared_prefix else None
-    shared = shared_prefix and head is not None and _shares(causal_lm, exp)
+    groups = _shared_groups(causal_lm, exp) if shared_prefix and head is not None else None
     with autocast_for(device, autocast):
-        if shared or (head is not None and fused):
+        if groups is not None or (head is not None and fused):
             run_decoder = getattr(model, HIDDEN_METHOD) if sharded else partial(response_hidden, model)
-            hidden = run_decoder(_inputs_only(exp), device, shared)  # [B, T, H]
+            hidden = run_decoder(_inputs_only(exp), device, groups)  # [B, T, H]
             if fused:
                 rows = hidden.reshape(B * T, hidden.shape[-1])
                 logp, entropy = head_logprobs(rows, head.weight, tokens.reshape(B * T), temperature,
@@ -119,29 +119,33 @@ def policy_logprobs(
 HIDDEN_METHOD = "reinforcepp_response_hidden"
 
 
-def response_hidden(model: torch.nn.Module, exp: Experience, device: torch.device, shared: bool) -> torch.Tensor:
+def response_hidden(model: torch.nn.Module, exp: Experience, device: torch.device,
+                    groups: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
     """The final hidden states that predict each response token: position Lp - 1 + t of the whole rows'
-    forward for token t, or, when ``shared``, the same from each distinct prompt computed once
-    (:func:`shared_prefix_hidden`). ``model``: a Llama-family causal LM (a PEFT wrapper: its inner model).
+    forward for token t, or, given the batch's prompt ``groups`` (:func:`prompt_groups`), the same from each
+    distinct prompt computed once (:func:`shared_prefix_hidden`). ``model``: a Llama-family causal LM (a PEFT
+    wrapper: its inner model).
 
     Shapes: exp with [B, Lp] prompts and [B, T] responses -> [B, T, H].
     """
     decoder = base_causal_lm(model).model
-    if shared:
-        return shared_prefix_hidden(decoder, exp, device, prompt_groups(exp.prompt_ids, exp.prompt_mask))
+    if groups is not None:
+        return shared_prefix_hidden(decoder, exp, device, groups)
     T = exp.response_ids.shape[1]
     hidden = decoder(**exp.model_inputs(device), use_cache=False).last_hidden_state
     return hidden[:, -T - 1 : -1]  # position Lp - 1 + t predicts token t
 
 
-def _shares(causal_lm: torch.nn.Module, exp: Experience) -> bool:
-    """Whether the shared-prefix forward runs: on every rank it can (prompt and response positions, no layer
-    checkpointing its activations: HF drops the cache there) and on some rank a prompt repeats in the
-    micro-batch. One all-reduce under torchrun, so that every rank runs its decoder as often."""
+def _shared_groups(causal_lm: torch.nn.Module, exp: Experience) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The micro-batch's :func:`prompt_groups` when the shared-prefix forward runs, else None. It runs when on
+    every rank it can (prompt and response positions, no layer checkpointing its activations: HF drops the
+    cache there) and on some rank a prompt repeats in the micro-batch. One all-reduce under torchrun, so that
+    every rank runs its decoder as often (a rank without a repeat shares too: each row its own prompt)."""
     can = 0 not in exp.response_ids.shape and exp.prompt_ids.shape[1] > 0 and not uses_checkpointing(causal_lm.model)
-    repeats = can and len(prompt_groups(exp.prompt_ids, exp.prompt_mask)[0]) < exp.prompt_ids.shape[0]
+    groups = prompt_groups(exp.prompt_ids, exp.prompt_mask) if can else None
+    repeats = groups is not None and len(groups[0]) < exp.prompt_ids.shape[0]
     cannot, repeating = dist.global_sum(torch.tensor([float(not can), float(repeats)])).tolist()
-    return cannot == 0 and repeating > 0
+    return groups if cannot == 0 and repeating > 0 else None
 
 
 def _inputs_only(exp: Experience) -> Experience:

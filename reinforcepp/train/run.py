@@ -243,12 +243,10 @@ def build_run(cfg: Config) -> Run:
     if cfg.train.gradient_checkpointing:
         for model in (policy, critic_model):
             enable_gradient_checkpointing(model)
-    if sharded:
-        for model in (policy, reference and reference.own_model, critic_model):
-            if model is not None:
-                sharding.shard(model, cfg, device)
-    if cfg.train.compile:  # after sharding, so that FSDP's hooks stay outside the graphs
-        for model in (policy, reference and reference.own_model, critic_model):
+    for model in (policy, reference and reference.own_model, critic_model):
+        if model is not None and sharded:
+            sharding.shard(model, cfg, device)
+        if model is not None and cfg.train.compile:  # after sharding: FSDP's hooks stay outside the graphs
             compile_layers(model)
     total_updates = optimizer_steps_per_run(cfg)
     actor = Optimization(policy, *build_optimizer(policy, cfg.actor.optim, total_updates),
